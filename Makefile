@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-all clean
+.PHONY: install demo test test-slow test-all clean bench
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ test-slow: install   ## tests on the bundled 135M model
 
 test-all: install
 	$(VENV)/bin/pytest -m ""
+
+bench: install   ## tunesmith vs TRL LoRA SFT (STEPS=12 ROUNDS=1 VARIANTS=tunesmith,trl); writes bench/results/ + bench/README.md
+	$(PIP) install -q -e ".[bench]"
+	$(PY) bench/sft_vs_trl.py
 
 clean:
 	rm -rf runs data/generated .pytest_cache

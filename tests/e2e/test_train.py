@@ -220,3 +220,33 @@ def test_eval_and_early_stopping(tmp_path, tiny_model_dir):
     evals = [h for h in result.history if "eval_loss" in h]
     assert evals and all("eval_perplexity" in h for h in evals)
     assert result.summary["steps"] < 40  # a huge lr makes held-out loss worsen: stopped early
+
+
+def test_non_finite_loss_skips_steps_then_stops_clearly(tmp_path, tokenizer, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import build_tiny_model
+
+    poisoned = build_tiny_model(tmp_path / "nan-model", tokenizer, init_std=0.2)
+    model = AutoModelForCausalLM.from_pretrained(poisoned)
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("nan")
+    model.save_pretrained(poisoned)
+    data = write_chat_data(tmp_path / "d.jsonl")
+    config = write_config(tmp_path, poisoned, data, train={"max_steps": 10, "max_bad_steps": 3})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(config), "--quiet"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 2
+    assert "step 1: non-finite loss or gradient — step skipped (1 in a row)" in err
+    assert "3 consecutive steps had non-finite loss" in err
+
+
+def test_validate_prints_summary_without_training(tmp_path, tiny_model_dir, capsys):
+    data = write_chat_data(tmp_path / "d.jsonl")
+    config = write_config(tmp_path, tiny_model_dir, data, train={"max_steps": 0, "epochs": 2, "batch_size": 4})
+    main(["validate", str(config)])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "16 rows" in out and "8 optimizer steps (4 per epoch)" in out and "estimated epoch time" in out
+    assert "trainable 8.19K" in out
+    assert not (tmp_path / "run").exists()

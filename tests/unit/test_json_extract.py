@@ -195,3 +195,43 @@ def test_lenient_exact_match_ignores_chatter_around_the_first_object():
     assert scores["valid_json_rate"] == pytest.approx(1 / 3)
     assert scores["exact_match"] == pytest.approx(1 / 3)
     assert scores["lenient_exact_match"] == pytest.approx(2 / 3)
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_task_cli_make_data_then_score(tiny_model_dir, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from tunesmith.cli import task
+
+    app = typer.Typer()
+    task.register(app)
+    runner = CliRunner()
+    made = runner.invoke(app, ["task", "make-data", "--out", str(tmp_path / "qs"), "--n-train", "20", "--n-eval", "3"])
+    assert made.exit_code == 0, made.output
+    assert len((tmp_path / "qs" / "train.jsonl").read_text().splitlines()) == 20
+    out = tmp_path / "scores.json"
+    scored = runner.invoke(app, ["task", "score", "--model", str(tiny_model_dir), "--data", str(tmp_path / "qs" / "eval.jsonl"),
+                                 "--out", str(out), "--max-new-tokens", "4", "--dtype", "fp32"])
+    assert scored.exit_code == 0, scored.output
+    scores = json.loads(out.read_text())
+    assert scores["n"] == 3 and scores["exact_match"] == 0.0  # a random model cannot write the JSON
+    assert len(scores["samples"]) == 3 and set(scores["samples"][0]) == {"request", "output", "target"}
+    assert "exact match" in scored.output
+
+
+def test_task_score_rejects_rows_without_target(tiny_model_dir, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from tunesmith.cli import task
+
+    app = typer.Typer()
+    task.register(app)
+    bad = tmp_path / "eval.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
+    result = CliRunner().invoke(app, ["task", "score", "--model", str(tiny_model_dir), "--data", str(bad)])
+    assert result.exit_code == 2
+    assert "eval.jsonl:1: field 'target'" in " ".join(result.output.split())

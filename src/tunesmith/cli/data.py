@@ -102,3 +102,8 @@ def preview(
     except TunesmithError as exc:
         Console(stderr=True).print(Text("error: ", style="bold red") + Text(str(exc), style="red"))
         raise SystemExit(2) from exc  # not typer.Exit: click returns, not raises, it when standalone_mode=False
+
+
+from tunesmith.cli import data_quality as _data_quality  # noqa: E402  (inspect, clean, mix, split, version, diff)
+
+_data_quality.register(data_app)

@@ -16,13 +16,20 @@ console = Console(stderr=True)
 
 
 def _register() -> None:
-    from tunesmith.cli import data, demo, generate, task, train
+    from tunesmith.cli import config, data, demo, generate, task, train
 
     train.register(app)
+    config.register(app)
     app.add_typer(data.data_app, name="data")
     generate.register(app)
     task.register(app)
     demo.register(app)
+    from tunesmith.cli import estimate
+
+    estimate.register(app)
+    from tunesmith.cli import eval as eval_cli
+
+    eval_cli.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,28 +38,31 @@ def validate_command(
     from tunesmith.config.load import load_config
     from tunesmith.data.dataset import dataset_stats
     from tunesmith.models.adapters import format_trainable_report, trainable_report
-    from tunesmith.training.batches import SFTBatchSource
+    from tunesmith.objectives import build_objective
     from tunesmith.training.loop import total_steps
-    from tunesmith.training.run import build_model, prepare_data, seed_everything
+    from tunesmith.training.pairwise import preference_stats
+    from tunesmith.training.run import build_source, prepare_data, prepare_policy, seed_everything
 
     cfg = load_config(config, overrides or [])
     seed_everything(cfg.train.seed)
-    data = prepare_data(cfg)
-    stats = dataset_stats(data.train)
-    model = build_model(cfg)
+    objective = build_objective(cfg.train.objective, cfg.align)
+    data = prepare_data(cfg, objective.batch_kind)
+    stats = dataset_stats(data.train) if objective.batch_kind == "sft" else preference_stats(data.train)
+    model, ref = prepare_policy(cfg, objective)
     report = trainable_report(model)
-    source = SFTBatchSource(data.train, cfg.train.batch_size, data.tokenizer.pad_token_id, cfg.train.seed, cfg.train.group_by_length)
+    source = build_source(objective.batch_kind, data.train, cfg, data.tokenizer.pad_token_id)
     steps = total_steps(cfg.train, source.batches_per_epoch())
     steps_per_epoch = max(1, source.batches_per_epoch() // cfg.train.grad_accum)
     table = Table(title=f"tunesmith validate {config}", show_header=False)
     table.add_row("model", f"{cfg.model.name_or_path} ({cfg.model.dtype}), method {cfg.method.kind}")
+    table.add_row("objective", cfg.train.objective + (f", reference: {ref.kind}" if ref else ""))
     table.add_row("trainable", format_trainable_report(report))
     table.add_row("data", data.report.summary())
     table.add_row("train rows / tokens", f"{stats['rows']} rows, {stats['tokens']} tokens, {stats['trained_tokens']} trained")
     table.add_row("eval rows", str(len(data.eval)))
     table.add_row("steps", f"{steps} optimizer steps ({steps_per_epoch} per epoch), batch {cfg.train.batch_size} x accum {cfg.train.grad_accum}")
     if time_step:
-        seconds = _time_micro_batch(model, source)
+        seconds = _time_micro_batch(model, source, objective, ref)
         epoch = seconds * source.batches_per_epoch()
         table.add_row("estimated epoch time", f"{epoch / 60:.1f} min ({seconds:.2f} s per micro-batch, timed on a sample batch)")
     console.print(table)
@@ -69,20 +72,18 @@ def validate_command(
             console.print(f"  {problem}")
 
 
-def _time_micro_batch(model, source) -> float:
+def _time_micro_batch(model, source, objective, ref=None) -> float:
     """Seconds for one forward+backward on a typical (median-length) micro-batch; weights are not changed."""
-    from tunesmith.objectives.sft import SFTObjective
     from tunesmith.training.loop import autocast_context
 
     order = source.order(0)
     batch = source.batch(0, len(order) // 2)
-    objective = SFTObjective()
     model.train()
     timings = []
     for _ in range(2):  # the first pass warms up kernels
         started = time.perf_counter()
         with autocast_context(model):
-            out = objective(model, batch)
+            out = objective(model, batch, ref=ref)
         out.loss.backward()
         timings.append(time.perf_counter() - started)
     model.zero_grad(set_to_none=True)

@@ -47,7 +47,7 @@ class MethodConfig(Section):
 
 class DataSource(Section):
     path: str = Field(..., description="JSONL, JSON, Parquet or CSV file")
-    format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"] = Field("auto", description="record format; auto-detected from the first row's fields")
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text", "preference", "unpaired"] = Field("auto", description="record format; auto-detected from the first row's fields (preference: prompt/chosen/rejected or ranked responses; unpaired: prompt/completion/label for KTO)")
     columns: dict[str, str] = Field(default_factory=dict, description="rename map {canonical_field: column_in_file}, e.g. {instruction: question}")
 
 
@@ -64,7 +64,7 @@ class DataConfig(Section):
 
 
 class TrainConfig(Section):
-    objective: Literal["sft"] = Field("sft", description="training objective (loss module in tunesmith.objectives)")
+    objective: Literal["sft", "rm", "dpo", "simpo", "orpo", "kto"] = Field("sft", description="training objective (loss module in tunesmith.objectives)")
     epochs: float = Field(1.0, gt=0, description="passes over the training data (ignored when max_steps > 0)")
     max_steps: int = Field(0, ge=0, description="optimizer steps to run; 0 = derive from epochs")
     batch_size: int = Field(8, ge=1, description="rows per micro-batch")
@@ -84,6 +84,28 @@ class TrainConfig(Section):
     early_stopping_patience: int = Field(0, ge=0, description="stop after N evaluations without improvement; 0 disables")
     max_bad_steps: int = Field(5, ge=1, description="stop after this many consecutive non-finite losses or gradients")
     log_every: int = Field(1, ge=1, description="write metrics every N optimizer steps")
+    packing: bool = Field(False, description="pack each micro-batch's rows into as few max_length rows as fit (positions restart per document, no cross-document attention; same loss, less padding)")
+    ce_chunk_size: int = Field(1024, ge=0, description="LM head + cross-entropy in chunks of this many supervised positions, so full fp32 logits never exist; 0 = one piece")
+    gradient_checkpointing: bool = Field(False, description="recompute each transformer block's activations in backward: much less memory, ~30% more compute")
+    checkpoint_every: int = Field(1, ge=1, description="with gradient_checkpointing: checkpoint every n-th block only (2 = half the blocks: half the saving, half the extra compute)")
+    compile: bool = Field(False, description="torch.compile each transformer block (fused elementwise ops); the first steps pay the compile time")
+
+
+class AlignConfig(Section):
+    """Preference-alignment settings (objectives rm, dpo, simpo, orpo, kto); ignored by sft."""
+
+    beta: float = Field(0.1, gt=0, description="DPO/IPO/KTO temperature on log-ratios; SimPO reward scale (use ~2.0); ORPO: unused")
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field("sigmoid", description="DPO variant: sigmoid (DPO; cDPO with label_smoothing), ipo, hinge, robust (Chowdhury 2024)")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="assumed share of flipped preference labels (cDPO / robust DPO / SimPO)")
+    sft_alpha: float = Field(0.0, ge=0, description="weight of an RPO-style length-normalised NLL term on the chosen response (DPO)")
+    simpo_gamma: float = Field(0.5, ge=0, description="SimPO target reward margin gamma")
+    orpo_lambda: float = Field(0.1, ge=0, description="ORPO weight of the odds-ratio term added to the chosen NLL")
+    kto_desirable_weight: float = Field(1.0, gt=0, description="KTO lambda_D: weight of desirable (label true) rows")
+    kto_undesirable_weight: float = Field(1.0, gt=0, description="KTO lambda_U: weight of undesirable (label false) rows")
+    rm_margin: float = Field(0.0, description="reward model: margin subtracted from r_chosen - r_rejected (added to a row's own 'margin' field)")
+    rm_center_coef: float = Field(0.0, ge=0, description="reward model: coefficient c of the centring term c*(r_w + r_l)^2 (~0.01)")
+    reference: Literal["auto", "copy", "adapter_disabled"] = Field("auto", description="reference model: auto (LoRA: adapters disabled; else a frozen copy), copy, adapter_disabled")
+    disable_dropout: bool = Field(True, description="turn every dropout off in the policy during alignment (noisy log-probs otherwise)")
 
 
 class OutputConfig(Section):
@@ -96,4 +118,5 @@ class RunConfig(Section):
     method: MethodConfig = Field(default_factory=MethodConfig, description="what is trained")
     data: DataConfig = Field(default_factory=DataConfig, description="data files, format and masking")
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation")
+    align: AlignConfig = Field(default_factory=AlignConfig, description="preference-alignment settings (rm, dpo, simpo, orpo, kto)")
     output: OutputConfig = Field(default_factory=OutputConfig, description="where results go")

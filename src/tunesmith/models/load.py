@@ -53,8 +53,12 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # transformers refuses save_pretrained on a GGUF-loaded model: rebuild from its config.
-        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        # transformers refuses save_pretrained on a GGUF-loaded model: rebuild from its config, minus the
+        # GGUF quantization entry (else the copy would be loaded as packed GGUF weights again).
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         fresh.load_state_dict(loaded.state_dict())
         fresh.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

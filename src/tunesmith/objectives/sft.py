@@ -1,11 +1,19 @@
 """Supervised fine-tuning: next-token cross-entropy on supervised (label != -100) tokens only.
 
 The LM head runs only at supervised positions, so the (positions x vocab) logits of masked prompt
-tokens are never built (ALGORITHMS.md, SFT). The loss is a sum; the loop normalises it by the
-supervised tokens of the whole accumulation window.
+tokens are never built (ALGORITHMS.md, SFT). It runs in chunks of `chunk_size` positions whose
+gradients are computed during the forward pass (the "fused linear cross-entropy" of Liger-Kernel,
+Hsu et al. 2024), so full fp32 logits never exist: peak extra memory is one chunk x vocab.
+The loss is a sum; the loop normalises it by the supervised tokens of the whole accumulation window.
+
+Packed batches (several documents per row, see `data.packing`) carry `position_ids` restarting at 0
+per document and no attention mask; transformers then builds a block-diagonal causal mask from the
+position ids, so attention never crosses documents.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -13,21 +21,110 @@ import torch.nn.functional as F
 from tunesmith.objectives.base import LossOutput, backbone_and_head, needs_full_logits
 
 IGNORE = -100
+DEFAULT_CHUNK = 1024
 
 
-def supervised_ce_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Summed next-token CE over supervised positions, and how many there were."""
+class _ChunkedLinearCE(torch.autograd.Function):
+    """sum_i CE(hidden_i @ W^T, target_i) with dL/dhidden and dL/dW computed chunk by chunk in forward.
+
+    CE gradient w.r.t. logits is softmax(z) - onehot(y); it is turned into dL/dh = g W and dL/dW = g^T h
+    per chunk and the chunk's logits are freed. Backward only scales the stored gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_size: int, compute_dtype: torch.dtype, grad: bool):
+        need_h, need_w = grad and hidden.requires_grad, grad and weight.requires_grad
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        w = weight.to(compute_dtype)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, hidden.shape[0], chunk_size):
+                h = hidden[start : start + chunk_size].to(compute_dtype)  # (n, H)
+                y = targets[start : start + chunk_size]  # (n,)
+                logits = (h @ w.T).float()  # (n, V): the only logits alive at any time
+                lse = torch.logsumexp(logits, dim=-1)
+                total += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
+                if need_h or need_w:
+                    g = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+                    g[torch.arange(len(y), device=g.device), y] -= 1.0
+                    g = g.to(compute_dtype)
+                    if need_h:
+                        grad_h[start : start + chunk_size] = (g @ w).to(hidden.dtype)
+                    if need_w:
+                        grad_w += (g.T @ h).float()
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        dh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
+        dw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
+        return dh, dw, None, None, None, None
+
+
+def chunked_ce_sum(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Summed CE of `head(hidden)` against `targets` without materialising all logits.
+
+    hidden (N, H), targets (N,). A plain bias-free `nn.Linear` head takes the fused path; any other head
+    (bias, adapter-wrapped) falls back to per-chunk recomputation via activation checkpointing.
+    """
+    if hidden.shape[0] == 0:
+        return hidden.sum() * 0.0
+    if type(head) is torch.nn.Linear and head.bias is None:
+        compute = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else head.weight.dtype
+        return _ChunkedLinearCE.apply(hidden, head.weight, targets, chunk_size, compute, torch.is_grad_enabled())
+    from torch.utils.checkpoint import checkpoint
+
+    def piece(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(head(h).float(), y, reduction="sum")
+
+    return sum(checkpoint(piece, hidden[s : s + chunk_size], targets[s : s + chunk_size], use_reentrant=False)
+               for s in range(0, hidden.shape[0], chunk_size))
+
+
+def supervised_ce_sum(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> tuple[torch.Tensor, int]:
+    """Summed next-token CE over supervised positions, and how many there were.
+
+    With `position_ids` (a packed batch) the attention mask is not passed, so the model derives the
+    per-document block-diagonal mask from the restarting positions.
+    """
     targets = labels[:, 1:]  # (B, T-1): token t is predicted from position t-1
     mask = targets != IGNORE
     count = int(mask.sum())
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if position_ids is not None:
+        inputs = {"input_ids": input_ids, "position_ids": position_ids}
     if needs_full_logits(model):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+        logits = model(**inputs).logits[:, :-1]
         return F.cross_entropy(logits[mask].float(), targets[mask], reduction="sum"), count
     backbone, head = backbone_and_head(model)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+    hidden = backbone(**inputs).last_hidden_state  # (B, T, H)
     selected = hidden[:, :-1][mask]  # (N, H): only positions that predict a supervised token
-    logits = head(selected).float()  # (N, V)
-    return F.cross_entropy(logits, targets[mask], reduction="sum"), count
+    if chunk_size <= 0:
+        return F.cross_entropy(head(selected).float(), targets[mask], reduction="sum"), count
+    return chunked_ce_sum(selected, head, targets[mask], chunk_size), count
+
+
+def adapter_inputs_as_is(model) -> contextlib.AbstractContextManager:
+    """Under autocast, LoRA layers take their (bf16) input as is instead of upcasting it to their fp32 weight's
+    dtype, which autocast then casts back to bf16: the values are identical, but each adapter saved its own
+    bf16 copy for backward (~25% of activation memory with all-linear LoRA). Without autocast: no change."""
+    device = next(model.parameters()).device.type
+    if not (hasattr(model, "peft_config") and torch.is_autocast_enabled(device)):
+        return contextlib.nullcontext()
+    from peft.helpers import disable_input_dtype_casting
+
+    return disable_input_dtype_casting(model)
 
 
 class SFTObjective:
@@ -36,9 +133,14 @@ class SFTObjective:
     batch_kind = "sft"
     needs_reference = False
 
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK):
+        self.chunk_size = chunk_size
+
     def batch_weight(self, batch: dict) -> float:
         return float(batch["num_target_tokens"])
 
     def __call__(self, model, batch: dict, ref=None) -> LossOutput:
-        loss, count = supervised_ce_sum(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        with adapter_inputs_as_is(model):
+            loss, count = supervised_ce_sum(model, batch["input_ids"], batch.get("attention_mask"), batch["labels"],
+                                            batch.get("position_ids"), self.chunk_size)
         return LossOutput(loss=loss, weight=float(count), metrics={"loss": loss.detach().item()})

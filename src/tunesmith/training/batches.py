@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from tunesmith.data.collate import length_grouped_order, pad_batch, plain_order
+from tunesmith.data.packing import pack_batch
 from tunesmith.data.templates import Example
 
 
@@ -15,9 +16,14 @@ class BatchSource(Protocol):
 
 
 class SFTBatchSource:
-    """Padded SFT micro-batches in a deterministic per-epoch order (length-grouped or plain shuffle)."""
+    """SFT micro-batches in a deterministic per-epoch order (length-grouped or plain shuffle).
 
-    def __init__(self, examples: list[Example], batch_size: int, pad_id: int, seed: int, group_by_length: bool):
+    Rows are right-padded, or with `pack_to > 0` each micro-batch's documents are packed into rows of at
+    most `pack_to` tokens (same documents, same loss, less padding; see `data.packing`).
+    """
+
+    def __init__(self, examples: list[Example], batch_size: int, pad_id: int, seed: int, group_by_length: bool,
+                 pack_to: int = 0):
         if not examples:
             raise ValueError("no training examples")
         self.examples = examples
@@ -25,6 +31,7 @@ class SFTBatchSource:
         self.pad_id = pad_id
         self.seed = seed
         self.group_by_length = group_by_length
+        self.pack_to = pack_to
         self._orders: dict[int, list[list[int]]] = {}
 
     def order(self, epoch: int) -> list[list[int]]:
@@ -41,7 +48,10 @@ class SFTBatchSource:
         return len(self.order(0))
 
     def batch(self, epoch: int, index: int) -> dict:
-        return pad_batch([self.examples[i] for i in self.order(epoch)[index]], self.pad_id)
+        rows = [self.examples[i] for i in self.order(epoch)[index]]
+        if self.pack_to > 0:
+            return pack_batch(rows, self.pad_id, self.pack_to)
+        return pad_batch(rows, self.pad_id)
 
 
 def eval_batches(examples: list[Example], batch_size: int, pad_id: int) -> list[dict]:

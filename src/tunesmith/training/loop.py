@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -64,8 +65,10 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def train_step(model, objective, window: list[dict], params: list[torch.nn.Parameter], max_grad_norm: float) -> dict:
-    """Forward/backward a whole accumulation window, normalised by its total weight; returns metrics."""
+def train_step(model, objective, window: list[dict], params: list[torch.nn.Parameter], max_grad_norm: float, ref=None) -> dict:
+    """Forward/backward a whole accumulation window, normalised by its total weight; returns metrics.
+
+    `ref` is the frozen reference (None unless `objective.needs_reference`), passed through to the objective."""
     device = params[0].device
     weight = sum(objective.batch_weight(b) for b in window)
     if weight <= 0:
@@ -76,7 +79,7 @@ def train_step(model, objective, window: list[dict], params: list[torch.nn.Param
     for batch in window:
         batch = _to_device(batch, device)
         with autocast_context(model):
-            out = objective(model, batch)
+            out = objective(model, batch, ref=ref)
         (out.loss / weight).backward()
         loss_sum += float(out.loss.detach())
         tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
@@ -99,6 +102,7 @@ def train(
     writer: MetricsWriter | None,
     hooks: LoopHooks,
     show_progress: bool = True,
+    ref=None,
 ) -> TrainState:
     """Run optimizer steps from `state.step` to the configured total; returns the final state."""
     steps = total_steps(cfg, source.batches_per_epoch())
@@ -111,7 +115,7 @@ def train(
         while state.step < steps:
             started = time.perf_counter()
             window = _next_window(source, state, cfg.grad_accum)
-            metrics = train_step(model, objective, window, params, cfg.max_grad_norm)
+            metrics = train_step(model, objective, window, params, cfg.max_grad_norm, ref)
             lr = optimizer.param_groups[0]["lr"]
             if math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"]):
                 optimizer.step()
@@ -125,7 +129,9 @@ def train(
                         "lower train.lr, use model.dtype=fp32, or check the data"
                     )
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            with warnings.catch_warnings():  # a skipped step still advances the schedule, on purpose
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
             state.step += 1
             elapsed = time.perf_counter() - started
             metrics.update(lr=lr, epoch=state.epoch + state.batch_index / source.batches_per_epoch(), step_time=elapsed,

@@ -33,8 +33,10 @@ class PreparedData:
     report: SkipReport
 
 
-def prepare_data(cfg: RunConfig) -> PreparedData:
-    """Tokenizer with the configured template, and rendered train/eval examples (skips counted)."""
+def prepare_data(cfg: RunConfig, kind: str = "sft") -> PreparedData:
+    """Tokenizer with the configured template, and rendered train/eval examples (skips counted).
+
+    `kind` is the objective's batch kind: "sft" examples, or preference "pairwise" / "unpaired" items."""
     from tunesmith.data.dataset import build_examples, split_eval
     from tunesmith.data.templates import resolve_template
     from tunesmith.models.load import load_tokenizer
@@ -44,6 +46,11 @@ def prepare_data(cfg: RunConfig) -> PreparedData:
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.gguf_file)
     resolve_template(tokenizer, cfg.data.template)
     report = SkipReport()
+    if kind != "sft":
+        from tunesmith.training.pairwise import load_preference_sets
+
+        train, evals = load_preference_sets(cfg, tokenizer, kind, report)
+        return PreparedData(tokenizer, train, evals, report)
     train, _ = build_examples(cfg.data.train, tokenizer, cfg.data, report)
     evals: list = []
     if cfg.data.eval:
@@ -66,6 +73,65 @@ def build_model(cfg: RunConfig):
     return apply_method(model, cfg.method)
 
 
+def build_source(kind: str, items: list, cfg: RunConfig, pad_id: int):
+    """The batch source for an objective's batch kind (SFT rows, preference pairs, KTO rows)."""
+    from tunesmith.training.batches import SFTBatchSource
+    from tunesmith.training.pairwise import SOURCES
+
+    sources = {"sft": SFTBatchSource, **{k: v[0] for k, v in SOURCES.items()}}
+    if kind == "sft" and cfg.train.packing:  # same documents per step, packed into max_length rows
+        return SFTBatchSource(items, cfg.train.batch_size, pad_id, cfg.train.seed, cfg.train.group_by_length,
+                              pack_to=cfg.data.max_length)
+    if kind not in sources:
+        raise TunesmithError(f"objective needs '{kind}' batches, which this version cannot serve yet")
+    return sources[kind](items, cfg.train.batch_size, pad_id, cfg.train.seed, cfg.train.group_by_length)
+
+
+def build_evaluate(kind: str, model, objective, items: list, cfg: RunConfig, pad_id: int, ref=None):
+    """Evaluation hook: token loss/perplexity for SFT, the objective's loss and metrics for preference data."""
+    from tunesmith.training.batches import eval_batches
+    from tunesmith.training.loop import evaluate_loss
+    from tunesmith.training.pairwise import eval_batches as preference_batches
+    from tunesmith.training.pairwise import evaluate_objective
+
+    if not items:
+        return None
+    if kind == "sft":
+        batches = eval_batches(items, cfg.train.batch_size, pad_id)
+        return lambda: evaluate_loss(model, batches)
+    batches = preference_batches(items, kind, cfg.train.batch_size, pad_id)
+    return lambda: evaluate_objective(model, objective, batches, ref)
+
+
+def prepare_policy(cfg: RunConfig, objective):
+    """Model with the method applied, objective-specific parts attached (reward head), dropout off for
+    alignment, and the reference model (built BEFORE any checkpoint is loaded, so it is the starting policy)."""
+    from tunesmith.objectives.logprobs import build_reference
+    from tunesmith.training.pairwise import disable_dropout
+
+    model = build_model(cfg)
+    if hasattr(objective, "prepare"):
+        model = objective.prepare(model)
+    if objective.batch_kind != "sft" and cfg.align.disable_dropout:
+        disable_dropout(model)
+    ref = build_reference(model, cfg.align.reference, bool(cfg.model.adapter)) if objective.needs_reference else None
+    return model, ref
+
+
+def apply_speed_options(model, cfg: RunConfig, objective) -> None:
+    """Speed/memory switches of `train`: CE chunk size, gradient checkpointing, per-block torch.compile."""
+    from tunesmith.objectives.base import unwrap
+
+    if hasattr(objective, "chunk_size"):
+        objective.chunk_size = cfg.train.ce_chunk_size
+    inner = unwrap(model)
+    if cfg.train.gradient_checkpointing:
+        inner.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=cfg.train.checkpoint_every)
+    if cfg.train.compile:
+        for block in getattr(inner, inner.base_model_prefix).layers:
+            block.compile()  # one graph per block type; the first steps pay the compile time
+
+
 @dataclass
 class RunResult:
     summary: dict
@@ -76,10 +142,10 @@ class RunResult:
 def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True) -> RunResult:
     """Train per the config; resume from the output folder's last checkpoint unless `fresh`."""
     from tunesmith.models.adapters import format_trainable_report, save_adapter, trainable_report
-    from tunesmith.objectives import OBJECTIVES
-    from tunesmith.training.batches import SFTBatchSource, eval_batches
+    from tunesmith.models.heads import save_head
+    from tunesmith.objectives import build_objective
     from tunesmith.training.checkpoint import TrainState, checkpoints, clean_partial, load_checkpoint, save_checkpoint
-    from tunesmith.training.loop import LoopHooks, evaluate_loss, total_steps, train
+    from tunesmith.training.loop import LoopHooks, total_steps, train
     from tunesmith.training.metrics import MetricsWriter
     from tunesmith.training.optim import build_optimizer, build_scheduler
 
@@ -89,11 +155,14 @@ def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.train.seed)
-    data = prepare_data(cfg)
+    objective = build_objective(cfg.train.objective, cfg.align)
+    kind = objective.batch_kind
+    data = prepare_data(cfg, kind)
     console.print(f"data: {data.report.summary()}; {len(data.train)} train / {len(data.eval)} eval examples")
-    model = build_model(cfg)
-    console.print(format_trainable_report(trainable_report(model)))
-    source = SFTBatchSource(data.train, cfg.train.batch_size, data.tokenizer.pad_token_id, cfg.train.seed, cfg.train.group_by_length)
+    model, ref = prepare_policy(cfg, objective)
+    apply_speed_options(model, cfg, objective)
+    console.print(format_trainable_report(trainable_report(model)) + (f"; reference: {ref.kind}" if ref else ""))
+    source = build_source(kind, data.train, cfg, data.tokenizer.pad_token_id)
     steps = total_steps(cfg.train, source.batches_per_epoch())
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, steps)
@@ -105,25 +174,27 @@ def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True
         state = load_checkpoint(existing[-1], model, optimizer, scheduler)
         console.print(f"[cyan]resuming from {existing[-1]} (step {state.step} of {steps}); pass --fresh to start over")
     (out / "config.yaml").write_text(dump_config(cfg))
-    eval_data = eval_batches(data.eval, cfg.train.batch_size, data.tokenizer.pad_token_id) if data.eval else []
     hooks = LoopHooks(
-        evaluate=(lambda: evaluate_loss(model, eval_data)) if eval_data else None,
+        evaluate=build_evaluate(kind, model, objective, data.eval, cfg, data.tokenizer.pad_token_id, ref),
         save=lambda s: save_checkpoint(ckpt_root, model, optimizer, scheduler, s, cfg.train.keep_last),
     )
     writer = MetricsWriter(out, cfg.output.tensorboard, resume_step=state.step)
     try:
-        objective = OBJECTIVES[cfg.train.objective]()
-        state = train(model, objective, source, optimizer, scheduler, cfg.train, state, writer, hooks, show_progress)
+        state = train(model, objective, source, optimizer, scheduler, cfg.train, state, writer, hooks, show_progress, ref=ref)
     finally:
         writer.close()
     final_dir = out / ("adapter" if hasattr(model, "peft_config") else "model")
     save_adapter(model, final_dir)
+    save_head(model, final_dir)
     data.tokenizer.save_pretrained(final_dir)
     summary = {
         "steps": state.step,
         "epoch": state.epoch,
         "final_train_loss": next((h["loss"] for h in reversed(hooks.history) if "loss" in h), None),
         "best_eval_loss": state.best_eval,
+        "objective": cfg.train.objective,
+        "reference": ref.kind if ref else None,
+        "final_eval": next(({k[5:]: v for k, v in h.items() if k.startswith("eval_")} for h in reversed(hooks.history) if "eval_loss" in h), None),
         "output": str(final_dir),
         "data": {"total": data.report.total, "kept": data.report.kept, "skipped": data.report.reasons},
     }

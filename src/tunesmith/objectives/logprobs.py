@@ -1,0 +1,103 @@
+"""Sequence log-probabilities and the reference model, shared by the preference objectives.
+
+logp(y|x) = sum over response tokens (labels != -100) of log p(y_t | x, y_<t)  (ALGORITHMS.md: sums, not means).
+The LM head and the log-softmax run only at response positions, so no (batch x length x vocab) tensor is built.
+Pairwise batches hold chosen rows first, then rejected rows, so one forward serves both (as in TRL's
+`concatenated_forward`).
+
+Reference (ALGORITHMS.md, DPO): with LoRA the same model with adapters disabled (no second copy), otherwise
+a frozen deep copy taken before training; eval mode (dropout off), no grad, same dtype as the policy.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from tunesmith.errors import TunesmithError
+from tunesmith.objectives.base import backbone_and_head, needs_full_logits
+
+IGNORE = -100
+
+
+def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) summed log-probs of the labelled tokens and (N,) how many there are, per row."""
+    targets = labels[:, 1:]  # (N, T-1): token t is predicted at position t-1
+    mask = targets != IGNORE
+    rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[mask]  # (M,)
+    if needs_full_logits(model):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][mask].float()  # (M, V)
+    else:
+        backbone, head = backbone_and_head(model)
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (N, T, H)
+        logits = head(hidden[:, :-1][mask]).float()  # (M, V): response positions only
+    picked = logits.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (M,)
+    sums = torch.zeros(targets.shape[0], dtype=picked.dtype, device=picked.device).index_add(0, rows, picked)
+    return sums, mask.sum(dim=1)
+
+
+def batch_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    return sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+
+
+def split_pairs(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(2B,) -> chosen (B,), rejected (B,)."""
+    half = values.shape[0] // 2
+    return values[:half], values[half:]
+
+
+class AdapterDisabledReference:
+    """π_ref = the policy with its LoRA adapters switched off (peft `disable_adapter`), in eval mode."""
+
+    kind = "adapter_disabled"
+
+    def __init__(self, model):
+        if not hasattr(model, "disable_adapter"):
+            raise TunesmithError("align.reference=adapter_disabled needs a LoRA run (method.kind: lora)")
+        self.model = model
+
+    @torch.no_grad()
+    def logps(self, batch: dict, input_key: str = "input_ids") -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.model.disable_adapter():
+                return _keyed_logps(self.model, batch, input_key)
+        finally:
+            self.model.train(was_training)
+
+
+class FrozenCopyReference:
+    """π_ref = a frozen deep copy of the policy as it was before training (same dtype), in eval mode."""
+
+    kind = "copy"
+
+    def __init__(self, model):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def logps(self, batch: dict, input_key: str = "input_ids") -> torch.Tensor:
+        return _keyed_logps(self.model, batch, input_key)
+
+
+def _keyed_logps(model, batch: dict, input_key: str) -> torch.Tensor:
+    """Log-probs of the rows under `input_key` ('input_ids', or 'kl_input_ids' for KTO's mismatched rows)."""
+    prefix = "" if input_key == "input_ids" else input_key[: -len("input_ids")]
+    return sequence_logps(model, batch[input_key], batch[prefix + "attention_mask"], batch[prefix + "labels"])[0]
+
+
+REFERENCES = {"adapter_disabled": AdapterDisabledReference, "copy": FrozenCopyReference}
+
+
+def build_reference(model, mode: str, started_from_adapter: bool = False):
+    """The reference for `mode`; 'auto' = adapters disabled for a fresh LoRA, else a frozen copy.
+
+    A run that continues from a saved adapter (e.g. an SFT adapter) must use that adapter as its reference,
+    which disabling adapters would lose, so 'auto' takes a frozen copy there. Call before loading a checkpoint.
+    """
+    if mode == "auto":
+        mode = "adapter_disabled" if hasattr(model, "disable_adapter") and not started_from_adapter else "copy"
+    if mode not in REFERENCES:
+        raise TunesmithError(f"align.reference: unknown reference '{mode}' (auto, copy, adapter_disabled)")
+    return REFERENCES[mode](model)

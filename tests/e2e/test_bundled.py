@@ -1,0 +1,27 @@
+"""Slow checks on the real bundled SmolLM2-135M-Instruct (run with `make test-slow`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunesmith.config.load import load_config
+from tunesmith.tasks.json_extract import write_quickstart
+from tunesmith.training.run import run_training
+
+pytestmark = pytest.mark.slow
+
+
+def test_bundled_model_lora_sft_learns_the_quickstart_format(tmp_path, bundled_path):
+    paths = write_quickstart(tmp_path / "data", n_train=96, n_eval=16, seed=0)
+    cfg = load_config("configs/quickstart.yaml", [
+        f"data.train=[{{path: {paths['train']}}}]", f"data.eval=[{{path: {paths['eval']}}}]",
+        "train.max_steps=12", "train.eval_every=6", "train.save_every=6", f"output.dir={tmp_path / 'run'}",
+    ])
+    result = run_training(cfg, show_progress=False)
+    evals = [h["eval_loss"] for h in result.history if "eval_loss" in h]
+    assert len(evals) == 2 and evals[1] < 0.5 * evals[0]  # held-out loss on the JSON answers halves within 12 steps
+    frozen = [p for n, p in result.model.named_parameters() if "lora_" not in n]
+    assert all(not p.requires_grad and p.dtype == torch.bfloat16 for p in frozen)
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
