@@ -20,13 +20,13 @@ demo: install   ## generate the quickstart task, score the base model, LoRA-trai
 	$(VENV)/bin/tunesmith demo
 
 test: install   ## the default (fast) suite
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -q
 
 test-slow: install   ## tests on the bundled 135M model
-	$(VENV)/bin/pytest -m slow
+	$(VENV)/bin/pytest -q -m slow
 
 test-all: install
-	$(VENV)/bin/pytest -m ""
+	$(VENV)/bin/pytest -q -m ""
 
 bench: install   ## tunesmith vs TRL LoRA SFT (STEPS=12 ROUNDS=1 VARIANTS=tunesmith,trl); writes bench/results/ + bench/README.md
 	$(PIP) install -q -e ".[bench]"

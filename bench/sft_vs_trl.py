@@ -173,7 +173,7 @@ def spawn(name: str, args: argparse.Namespace) -> dict:
     if proc.returncode != 0:
         return {"impl": name, "error": proc.stderr[-3000:], "load_before": load}
     out = json.loads(result.read_text())
-    out["load_before"] = load
+    out["load_before"], out["load_after"] = load, os.getloadavg()[0]  # 1-min load average: others' work skews timings
     return out
 
 
@@ -219,7 +219,8 @@ def update_readme(readme: Path, record: dict, result_file: str) -> None:
     lines = [MARK_START, "",
              f"Latest: `{result_file}` — {record['machine']['cpu']}, {record['machine']['cores']} cores, "
              f"{record['steps']} steps ({record['warmup']} warm-up), load average before runs "
-             f"{min(record['load_before'])}–{max(record['load_before'])}.", "",
+             f"{min(record['load_before'])}–{max(record['load_before'])} (1-min average on {record['machine']['cores']} cores; "
+             "above the core count the timings measure the other work as much as ours).", "",
              "| implementation | real tokens/s (median) | aggregate tokens/s | s/step | peak RSS (MB) | final loss | vs TRL speed | vs TRL RSS |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, row in record["summary"].items():

@@ -175,7 +175,7 @@ def test_generate_cli_stop_mode_and_missing_file_exit_2(cli, tiny_model_dir, tmp
     assert result.exit_code == 2
     assert "in.jsonl:2: field 'prompt'" in " ".join(result.output.split())
     missing = CliRunner().invoke(cli, ["generate", str(tmp_path / "nope.jsonl"), *args])
-    assert missing.exit_code == 2 and "file not found" in missing.output
+    assert missing.exit_code == 2 and "file not found" in " ".join(missing.output.split())
 
 
 def test_chat_cli_keeps_history_resets_and_exits(cli, tiny_model_dir):

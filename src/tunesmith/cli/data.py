@@ -107,3 +107,7 @@ def preview(
 from tunesmith.cli import data_quality as _data_quality  # noqa: E402  (inspect, clean, mix, split, version, diff)
 
 _data_quality.register(data_app)
+
+from tunesmith.cli import data_synth as _data_synth  # noqa: E402  (synth self-instruct | evol-instruct | constitutional | rlaif)
+
+_data_synth.register(data_app)

@@ -17,7 +17,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-NEEDS_FILE = ("generation", "multiple_choice", "quickstart_json")  # ifeval / likelihood default to bundled sets
+NEEDS_FILE = ("generation", "multiple_choice", "quickstart_json", "preference")  # ifeval / likelihood / safety / judge: bundled sets
 
 
 def _adapter_label(adapter: str, taken: set[str]) -> str:
@@ -84,8 +84,8 @@ def eval_command(
     config: Optional[str] = typer.Argument(None, help="eval YAML (models, suites, generation, compare, forgetting)"),
     model: str = typer.Option(BUNDLED_ALIAS, "--model", "-m", help="base model: HF folder, .gguf file or the bundled alias"),
     adapter: List[str] = typer.Option([], "--adapter", help="adapter folder to compare against the base (repeatable)"),
-    suite: List[str] = typer.Option([], "--suite", help="suite kind, optionally KIND=FILE (repeatable): likelihood, multiple_choice, generation, ifeval, quickstart_json"),
-    data: Optional[str] = typer.Option(None, "--data", help="data file for generation / multiple_choice / quickstart_json suites given without =FILE"),
+    suite: List[str] = typer.Option([], "--suite", help="suite kind, optionally KIND=FILE (repeatable): likelihood, multiple_choice, generation, ifeval, quickstart_json, safety, preference (judge needs a config file: it needs a judge)"),
+    data: Optional[str] = typer.Option(None, "--data", help="data file for generation / multiple_choice / quickstart_json / preference suites given without =FILE"),
     probe: List[str] = typer.Option([], "--probe", help="suite names used as forgetting probes (default: bundled ifeval / general likelihood)"),
     out: str = typer.Option("runs/eval", "--out", "-o", help="output folder (results.json, report.html, cache/)"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate only the first N items of each suite"),

@@ -45,12 +45,23 @@ def validate_command(
 
     cfg = load_config(config, overrides or [])
     seed_everything(cfg.train.seed)
-    objective = build_objective(cfg.train.objective, cfg.align)
+    objective = build_objective(cfg.train.objective, cfg.align, cfg.rl)
     data = prepare_data(cfg, objective.batch_kind)
-    stats = dataset_stats(data.train) if objective.batch_kind == "sft" else preference_stats(data.train)
+    online = objective.batch_kind == "rollout"  # PPO/GRPO: prompts only; batches exist once the policy generates
+    if online:
+        from tunesmith.data.prompts import prompt_stats
+
+        stats = prompt_stats(data.train)
+    else:
+        stats = dataset_stats(data.train) if objective.batch_kind == "sft" else preference_stats(data.train)
     model, ref = prepare_policy(cfg, objective)
     report = trainable_report(model)
-    source = build_source(objective.batch_kind, data.train, cfg, data.tokenizer.pad_token_id)
+    if online:
+        from tunesmith.training.rollout import build_rollout_source
+
+        source = build_rollout_source(cfg, data.train, model, ref, data.tokenizer, objective)[0]
+    else:
+        source = build_source(objective.batch_kind, data.train, cfg, data.tokenizer.pad_token_id)
     steps = total_steps(cfg.train, source.batches_per_epoch())
     steps_per_epoch = max(1, source.batches_per_epoch() // cfg.train.grad_accum)
     table = Table(title=f"tunesmith validate {config}", show_header=False)
@@ -61,7 +72,7 @@ def validate_command(
     table.add_row("train rows / tokens", f"{stats['rows']} rows, {stats['tokens']} tokens, {stats['trained_tokens']} trained")
     table.add_row("eval rows", str(len(data.eval)))
     table.add_row("steps", f"{steps} optimizer steps ({steps_per_epoch} per epoch), batch {cfg.train.batch_size} x accum {cfg.train.grad_accum}")
-    if time_step:
+    if time_step and not online:
         seconds = _time_micro_batch(model, source, objective, ref)
         epoch = seconds * source.batches_per_epoch()
         table.add_row("estimated epoch time", f"{epoch / 60:.1f} min ({seconds:.2f} s per micro-batch, timed on a sample batch)")

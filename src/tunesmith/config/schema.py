@@ -47,7 +47,7 @@ class MethodConfig(Section):
 
 class DataSource(Section):
     path: str = Field(..., description="JSONL, JSON, Parquet or CSV file")
-    format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text", "preference", "unpaired"] = Field("auto", description="record format; auto-detected from the first row's fields (preference: prompt/chosen/rejected or ranked responses; unpaired: prompt/completion/label for KTO)")
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text", "preference", "unpaired", "prompt"] = Field("auto", description="record format; auto-detected from the first row's fields (preference: prompt/chosen/rejected or ranked responses; unpaired: prompt/completion/label for KTO; prompt: prompt-only rows {prompt} or {messages} for PPO/GRPO)")
     columns: dict[str, str] = Field(default_factory=dict, description="rename map {canonical_field: column_in_file}, e.g. {instruction: question}")
 
 
@@ -64,7 +64,7 @@ class DataConfig(Section):
 
 
 class TrainConfig(Section):
-    objective: Literal["sft", "rm", "dpo", "simpo", "orpo", "kto"] = Field("sft", description="training objective (loss module in tunesmith.objectives)")
+    objective: Literal["sft", "rm", "dpo", "simpo", "orpo", "kto", "ppo", "grpo"] = Field("sft", description="training objective (loss module in tunesmith.objectives)")
     epochs: float = Field(1.0, gt=0, description="passes over the training data (ignored when max_steps > 0)")
     max_steps: int = Field(0, ge=0, description="optimizer steps to run; 0 = derive from epochs")
     batch_size: int = Field(8, ge=1, description="rows per micro-batch")
@@ -108,6 +108,32 @@ class AlignConfig(Section):
     disable_dropout: bool = Field(True, description="turn every dropout off in the policy during alignment (noisy log-probs otherwise)")
 
 
+class RLConfig(Section):
+    """Online RL settings (objectives ppo, grpo): rollouts, rewards, advantages and the clipped losses."""
+
+    rollout_prompts: int = Field(8, ge=1, description="prompts per rollout; each gets group_size samples, then ppo_epochs passes of micro-batches (train.batch_size samples)")
+    group_size: int = Field(1, ge=1, description="samples per prompt G (GRPO needs >= 2; PPO usually 1)")
+    max_new_tokens: int = Field(64, ge=1, description="longest sampled response in tokens")
+    temperature: float = Field(0.7, gt=0, description="sampling temperature; log-probs are computed from logits / temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling threshold")
+    generation_batch_size: int = Field(32, ge=1, description="prompts generated (and reward-model rows scored) per batch")
+    ppo_epochs: int = Field(4, ge=1, description="optimisation passes over each rollout (GRPO: 'num_iterations', usually 1)")
+    kl_coef: float = Field(0.05, ge=0, description="KL weight beta to the reference (0 = no reference model)")
+    kl_in_loss: bool | None = Field(None, description="KL as a k3 term in the loss (GRPO default) or as a penalty in the reward (PPO default; GRPO: summed over the response)")
+    gamma: float = Field(1.0, ge=0, le=1, description="PPO discount gamma for GAE")
+    lam: float = Field(0.95, ge=0, le=1, description="PPO GAE lambda")
+    cliprange: float = Field(0.2, gt=0, description="policy ratio clip epsilon")
+    cliprange_value: float = Field(0.2, gt=0, description="PPO value clip around the rollout's values")
+    vf_coef: float = Field(0.1, ge=0, description="PPO value-loss coefficient")
+    whiten_advantages: bool = Field(True, description="PPO: whiten GAE advantages over the rollout's tokens")
+    scale_rewards: bool = Field(True, description="GRPO: divide group-centred rewards by the group std (+1e-4)")
+    missing_eos_penalty: float = Field(1.0, ge=0, description="subtracted from the score of responses that hit max_new_tokens without a stop token")
+    reward_functions: list[str] = Field(default_factory=list, description="reward functions summed into the score: built-ins (json_fields, json_valid), 'module:function' or 'file.py:function'; fn(completion, row) -> float")
+    reward_model: str | None = Field(None, description="folder of a trained reward model (an rm run's adapter/ or model/ with reward_head.safetensors)")
+    reward_model_base: str | None = Field(None, description="base model under a reward-model adapter; default model.name_or_path")
+    reward_fallback: float = Field(0.0, description="reward given when a reward function raises or returns a non-number (counted and reported)")
+
+
 class OutputConfig(Section):
     dir: str = Field("runs/run", description="output folder: checkpoints, adapter, metrics.jsonl, tensorboard/")
     tensorboard: bool = Field(True, description="also write TensorBoard event files")
@@ -119,4 +145,5 @@ class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="data files, format and masking")
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation")
     align: AlignConfig = Field(default_factory=AlignConfig, description="preference-alignment settings (rm, dpo, simpo, orpo, kto)")
+    rl: RLConfig = Field(default_factory=RLConfig, description="online RL settings (ppo, grpo)")
     output: OutputConfig = Field(default_factory=OutputConfig, description="where results go")

@@ -7,14 +7,24 @@ from tunesmith.evaluation.forgetting import PRIMARY
 from tunesmith.evaluation.stats import compare_all
 
 
+def _both(res_a: dict, res_b: dict, metric: str) -> list[tuple[dict, dict]]:
+    """Aligned item pairs where both runs scored `metric` (a metric may cover a subset: safety's harmful prompts,
+    judge ratings that parsed)."""
+    return [(ia, ib) for ia, ib in zip(res_a["items"], res_b["items"]) if metric in ia["scores"] and metric in ib["scores"]]
+
+
 def _paired(res_a: dict, res_b: dict) -> dict[str, tuple[list[float], list[float], bool]]:
-    """Per-item score lists for every metric both runs scored on every item (items align by position)."""
+    """Per-item score lists for every metric, over the items both runs scored it on (items align by position)."""
     items_a, items_b = res_a["items"], res_b["items"]
     if len(items_a) != len(items_b) or not items_a:
         return {}
-    names = set.intersection(*(set(i["scores"]) for i in items_a + items_b))
-    return {m: ([i["scores"][m] for i in items_a], [i["scores"][m] for i in items_b], res_a["directions"].get(m, True))
-            for m in sorted(names)}
+    names = set().union(*(set(i["scores"]) for i in items_a + items_b))
+    out = {}
+    for m in sorted(names):
+        pairs = _both(res_a, res_b, m)
+        if pairs:
+            out[m] = ([ia["scores"][m] for ia, _ in pairs], [ib["scores"][m] for _, ib in pairs], res_a["directions"].get(m, True))
+    return out
 
 
 def _headline(kind: str, paired: dict) -> str | None:
@@ -27,13 +37,13 @@ def _headline(kind: str, paired: dict) -> str | None:
 def breakdown(res_a: dict, res_b: dict, metric: str, higher_is_better: bool, worst: int) -> dict:
     """Mean of `metric` per category for both models, and the `worst` items where B fell furthest behind A."""
     cats: dict[str, list[tuple[float, float]]] = {}
-    for ia, ib in zip(res_a["items"], res_b["items"]):
+    both = _both(res_a, res_b, metric)
+    for ia, ib in both:
         cats.setdefault(ia.get("category", "all"), []).append((ia["scores"][metric], ib["scores"][metric]))
     per_category = {c: {"n": len(v), "mean_a": sum(a for a, _ in v) / len(v), "mean_b": sum(b for _, b in v) / len(v)}
                     for c, v in sorted(cats.items())}
     sign = 1 if higher_is_better else -1
-    losses = sorted(((sign * (ib["scores"][metric] - ia["scores"][metric]), ia, ib) for ia, ib in zip(res_a["items"], res_b["items"])),
-                    key=lambda t: t[0])
+    losses = sorted(((sign * (ib["scores"][metric] - ia["scores"][metric]), ia, ib) for ia, ib in both), key=lambda t: t[0])
     worst_items = [{"id": ia["id"], "category": ia.get("category"), "score_a": ia["scores"][metric], "score_b": ib["scores"][metric],
                     "output_a": ia.get("output"), "output_b": ib.get("output"), "reference": ia.get("reference")}
                    for delta, ia, ib in losses[:worst] if delta < 0]

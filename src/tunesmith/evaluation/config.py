@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tunesmith.errors import TunesmithError
 
-SUITE_KINDS = ("likelihood", "multiple_choice", "generation", "ifeval", "quickstart_json")
+SUITE_KINDS = ("likelihood", "multiple_choice", "generation", "ifeval", "quickstart_json", "judge", "safety", "preference")
 
 
 class Section(BaseModel):
@@ -34,15 +34,35 @@ class ModelSpec(Section):
     template: str = Field("auto", description="chat template (must match training)")
 
 
+class JudgeSpec(Section):
+    model: str = Field("smollm2-135m-instruct", description="judge: a model tunesmith loads (HF folder, .gguf, alias) or, with `endpoint`, the served model's name")
+    endpoint: str | None = Field(None, description="OpenAI-compatible base URL (POST <endpoint>/v1/chat/completions); unset = load `model` locally")
+    api_key: str | None = Field(None, exclude=True, repr=False, description="bearer token for the endpoint (never written to results or cache keys)")
+    adapter: str | None = Field(None, description="local judge: adapter folder applied on top of `model`")
+    dtype: Literal["bf16", "fp32"] = Field("bf16", description="local judge: dtype")
+    template: str = Field("auto", description="local judge: chat template")
+    max_new_tokens: int = Field(256, ge=1, description="longest judgement in tokens")
+    timeout: float = Field(60.0, gt=0, description="endpoint: seconds to wait for one answer")
+    retries: int = Field(3, ge=0, description="endpoint: retries after a timeout / 429 / 5xx (exponential backoff)")
+    backoff: float = Field(1.0, ge=0, description="endpoint: first retry wait in seconds (doubles each retry)")
+    concurrency: int = Field(4, ge=1, description="endpoint: requests in flight")
+    cache: str | None = Field(None, exclude=True, description="verdict cache folder (default: <cache_dir>/judge); kept across runs so a rerun completes failed requests")
+
+
 class SuiteSpec(Section):
     name: str = Field(..., description="label of this suite in the report (unique)")
-    kind: Literal["likelihood", "multiple_choice", "generation", "ifeval", "quickstart_json"] = Field(..., description="what is measured")
+    kind: Literal["likelihood", "multiple_choice", "generation", "ifeval", "quickstart_json", "judge", "safety", "preference"] = Field(..., description="what is measured")
     data: str | None = Field(None, description="JSONL/JSON/Parquet/CSV items; ifeval / likelihood without data use the bundled prompt set / general chat set")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N items")
     max_length: int = Field(1024, ge=8, description="likelihood suites: longest tokenised row")
     generation: GenerationSettings | None = Field(None, description="override the global generation settings for this suite")
     probe: bool = Field(False, description="a general-ability probe for the forgetting (retention) check")
     regex: str | None = Field(None, description="generation suites: pattern an output must match (items may give their own 'pattern')")
+    judge: JudgeSpec | None = Field(None, description="judge suites (required) and safety suites (optional second opinion): the judging model or endpoint")
+    mode: Literal["single", "pairwise"] = Field("single", description="judge suites: 'single' grades 1-10; 'pairwise' compares each answer with the item's reference answer in both orders")
+    reward_model: str | None = Field(None, description="preference suites: a reward-model run folder (reward_head.safetensors) whose accuracy on the pairs is reported")
+    reward_base: str | None = Field(None, description="preference suites: base model of an adapter reward model (default: the evaluated model's base)")
+    beta: float = Field(0.1, gt=0, description="preference suites: DPO beta scaling the reported implicit-reward margin")
 
 
 class CompareConfig(Section):
@@ -75,6 +95,11 @@ class EvalConfig(Section):
                 raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
         if self.compare.baseline is not None and self.compare.baseline not in [m.name for m in self.models]:
             raise ValueError(f"compare.baseline '{self.compare.baseline}' is not one of the model names")
+        for s in self.suites:
+            if s.kind == "judge" and s.judge is None:
+                raise ValueError(f"suite '{s.name}' (judge) needs `judge:` (a model to load, or endpoint + model)")
+            if s.judge is not None and s.judge.cache is None:  # verdicts outlive a failed run, next to the result cache
+                s.judge.cache = str(Path(self.cache_dir or Path(self.output_dir) / "cache") / "judge")
         return self
 
     @property

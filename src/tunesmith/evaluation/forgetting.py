@@ -13,6 +13,9 @@ PRIMARY = {
     "generation": ["rougeL", "exact_match", "regex_match", "json_field_match"],
     "ifeval": ["prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose"],
     "quickstart_json": ["exact_match", "field_accuracy"],
+    "judge": ["mean_rating", "win_rate"],
+    "safety": ["attack_success_rate", "over_refusal_rate"],
+    "preference": ["reward_accuracy", "rm_accuracy", "logp_accuracy"],
 }
 
 

@@ -77,6 +77,10 @@ def _diff_plot(comparison: dict) -> str:
     return _png(fig)
 
 
+# Per-kind extra plots: which of a suite's metrics get their own bar chart (safety: attack success per template).
+EXTRA_PLOTS = {"safety": lambda names: [m for m in names if m.startswith("asr/")]}
+
+
 def _table(header: list[str], rows: list[list], left: int = 1) -> str:
     head = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(h)}</th>' for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c if isinstance(c, str) and c.startswith("<") else _fmt(c)}</td>'
@@ -99,6 +103,9 @@ def _suites_html(report: dict) -> str:
         head = _headline_metrics(results, suite, meta["kind"])
         if head:
             parts.append(_bar_plot(results, suite, head))
+        extra = EXTRA_PLOTS.get(meta["kind"], lambda _n: [])(metric_names)
+        if extra:
+            parts.append(_bar_plot(results, suite, extra))
     return "\n".join(parts)
 
 

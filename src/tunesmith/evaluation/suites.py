@@ -149,12 +149,54 @@ def _run_quickstart(model, tokenizer, prepared, spec: SuiteSpec, settings, templ
             "breakdown": {"field_accuracy": summary["field_accuracy"]}, "generation_seconds": round(seconds, 3)}
 
 
+# ---------------------------------------------------------------- judge, safety, preference
+
+
+def _prep_judge(spec: SuiteSpec) -> list[dict]:
+    from tunesmith.evaluation.judge import load_judge_items
+
+    return load_judge_items(spec.data, spec.mode, spec.limit)
+
+
+def _run_judge(model, tokenizer, items, spec: SuiteSpec, settings, template: str) -> dict:
+    from tunesmith.evaluation.judge import run_judge
+
+    return run_judge(model, tokenizer, items, spec, settings)
+
+
+def _prep_safety(spec: SuiteSpec) -> list[dict]:
+    from tunesmith.evaluation.safety import load_safety_items
+
+    return load_safety_items(spec.data, spec.limit)
+
+
+def _run_safety(model, tokenizer, items, spec: SuiteSpec, settings, template: str) -> dict:
+    from tunesmith.evaluation.safety import run_safety
+
+    return run_safety(model, tokenizer, items, spec, settings)
+
+
+def _prep_preference(spec: SuiteSpec) -> str:
+    from tunesmith.evaluation.preference import check_pairs
+
+    return check_pairs(spec.data, spec.limit)
+
+
+def _run_preference(model, tokenizer, path, spec: SuiteSpec, settings, template: str) -> dict:
+    from tunesmith.evaluation.preference import run_preference
+
+    return run_preference(model, tokenizer, path, spec)
+
+
 SUITES: dict[str, Suite] = {
     "likelihood": Suite(_prep_likelihood, _run_likelihood, generative=False),
     "multiple_choice": Suite(_prep_mc, _run_mc, generative=False),
     "generation": Suite(_prep_generation, _run_generation, generative=True),
     "ifeval": Suite(_prep_ifeval, _run_ifeval, generative=True),
     "quickstart_json": Suite(_prep_quickstart, _run_quickstart, generative=True),
+    "judge": Suite(_prep_judge, _run_judge, generative=True),
+    "safety": Suite(_prep_safety, _run_safety, generative=True),
+    "preference": Suite(_prep_preference, _run_preference, generative=False),
 }
 assert set(SUITES) == set(SUITE_KINDS)
 
