@@ -33,6 +33,23 @@ class PairLogps:
     chosen_len: torch.Tensor
     rejected_len: torch.Tensor
 
+    @property
+    def chosen_avg(self) -> torch.Tensor:
+        return self.chosen / self.chosen_len
+
+    @property
+    def rejected_avg(self) -> torch.Tensor:
+        return self.rejected / self.rejected_len
+
+
+def policy_pair_logps(model, batch: dict) -> PairLogps:
+    """Policy-only PairLogps (reference terms zero) for reference-free losses (SimPO, ORPO)."""
+    logps, counts = batch_logps(model, batch)
+    chosen, rejected = split_pairs(logps)
+    n_chosen, n_rejected = split_pairs(counts.clamp(min=1).to(logps.dtype))
+    zero = torch.zeros_like(chosen)
+    return PairLogps(chosen, rejected, zero, zero, n_chosen, n_rejected)
+
 
 def _sigmoid(h, p, beta, eps):
     return -(1 - eps) * F.logsigmoid(h) - eps * F.logsigmoid(-h)

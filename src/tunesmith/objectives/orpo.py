@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.objectives.base import LossOutput
-from tunesmith.objectives.dpo import PairLogps, reward_metrics
-from tunesmith.objectives.logprobs import batch_logps, split_pairs
+from tunesmith.objectives.dpo import policy_pair_logps, reward_metrics
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -44,15 +43,12 @@ class ORPOObjective:
         return float(batch["num_pairs"])
 
     def __call__(self, model, batch: dict, ref=None) -> LossOutput:
-        logps, counts = batch_logps(model, batch)
-        chosen, rejected = split_pairs(logps)
-        n_chosen, n_rejected = split_pairs(counts.clamp(min=1).to(logps.dtype))
-        chosen_avg, rejected_avg = chosen / n_chosen, rejected / n_rejected
+        p = policy_pair_logps(model, batch)
+        chosen_avg, rejected_avg = p.chosen_avg, p.rejected_avg
         ratio, log_odds = odds_ratio_terms(chosen_avg, rejected_avg)
         nll = -chosen_avg
         loss = (nll - self.lam * ratio).sum()
-        zero = torch.zeros_like(chosen)
-        metrics = reward_metrics(self.lam * chosen_avg, self.lam * rejected_avg, PairLogps(chosen, rejected, zero, zero, n_chosen, n_rejected))
+        metrics = reward_metrics(self.lam * chosen_avg, self.lam * rejected_avg, p)
         metrics.update({"nll_loss": float(nll.detach().sum()), "log_odds_ratio": float(log_odds.detach().sum()),
                         "log_odds_chosen": float(ratio.detach().sum())})
-        return LossOutput(loss=loss, weight=float(chosen.shape[0]), metrics=metrics)
+        return LossOutput(loss=loss, weight=float(p.chosen.shape[0]), metrics=metrics)

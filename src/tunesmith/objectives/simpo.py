@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.objectives.base import LossOutput
-from tunesmith.objectives.dpo import PairLogps, reward_metrics
-from tunesmith.objectives.logprobs import batch_logps, split_pairs
+from tunesmith.objectives.dpo import policy_pair_logps, reward_metrics
 
 
 def simpo_losses(chosen_avg: torch.Tensor, rejected_avg: torch.Tensor, beta: float, gamma: float, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -36,12 +35,7 @@ class SimPOObjective:
         return float(batch["num_pairs"])
 
     def __call__(self, model, batch: dict, ref=None) -> LossOutput:
-        logps, counts = batch_logps(model, batch)
-        chosen, rejected = split_pairs(logps)
-        n_chosen, n_rejected = split_pairs(counts.clamp(min=1).to(logps.dtype))
-        chosen_avg, rejected_avg = chosen / n_chosen, rejected / n_rejected
-        loss = simpo_losses(chosen_avg, rejected_avg, self.beta, self.gamma, self.label_smoothing).sum()
-        zero = torch.zeros_like(chosen)
-        p = PairLogps(chosen, rejected, zero, zero, n_chosen, n_rejected)
-        metrics = reward_metrics(self.beta * chosen_avg, self.beta * rejected_avg, p)
-        return LossOutput(loss=loss, weight=float(chosen.shape[0]), metrics=metrics)
+        p = policy_pair_logps(model, batch)
+        loss = simpo_losses(p.chosen_avg, p.rejected_avg, self.beta, self.gamma, self.label_smoothing).sum()
+        metrics = reward_metrics(self.beta * p.chosen_avg, self.beta * p.rejected_avg, p)
+        return LossOutput(loss=loss, weight=float(p.chosen.shape[0]), metrics=metrics)
