@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-all clean bench
+.PHONY: install demo test test-slow test-all clean bench bench-data
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ test-all: install
 bench: install   ## tunesmith vs TRL LoRA SFT (STEPS=12 ROUNDS=1 VARIANTS=tunesmith,trl); writes bench/results/ + bench/README.md
 	$(PIP) install -q -e ".[bench]"
 	$(PY) bench/sft_vs_trl.py
+
+bench-data: install   ## tunesmith data clean vs datatrove MinHash on ROWS=100000 planted chat rows; writes bench/results/data_clean-*
+	$(PIP) install -q -e ".[bench]"
+	OMP_NUM_THREADS=1 nice -n 19 $(PY) bench/data_clean.py --rows $${ROWS:-100000} --tools $${TOOLS:-tunesmith,tunesmith-dedup,datatrove}
 
 clean:
 	rm -rf runs data/generated .pytest_cache

@@ -123,7 +123,7 @@ def test_bad_input_gives_a_clear_message_and_exit_2(tmp_path, tiny_model_dir, ca
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(n)), None)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed: .ci/run installs it with apt-get when it runs as root or with password-less sudo (else: apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tmp_path):
     from tunesmith.evaluation.report import write_report
 

@@ -7,6 +7,7 @@ function of the question in the judge prompt, so every verdict below is known in
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -32,6 +33,12 @@ def scripted_answer(prompt: str) -> str:
         return "The assistant did not do it. [[REFUSAL]]"
     if "[User Question]" in prompt:  # pairwise: the reference answer says REFERENCE
         question = _section(prompt, "[User Question]", "\n[The Start of Assistant A's Answer]")
+        if "india" in question:  # head-to-head: prefers the longer answer, consistently
+            a = _section(prompt, "[The Start of Assistant A's Answer]", "[The End of Assistant A's Answer]")
+            b = _section(prompt, "[The Start of Assistant B's Answer]", "[The End of Assistant B's Answer]")
+            return "[[A]]" if len(a) > len(b) else "[[B]]" if len(b) > len(a) else "[[C]]"
+        if "juliet" in question:  # head-to-head: position-biased, always the first answer
+            return "[[A]]"
         ref_is_a = "REFERENCE" in _section(prompt, "[The Start of Assistant A's Answer]", "[The End of Assistant A's Answer]")
         if "echo" in question:  # prefers the candidate, consistently
             return "[[B]]" if ref_is_a else "[[A]]"
@@ -193,3 +200,40 @@ def test_safety_suite_with_judge_second_opinion(server, tmp_path, tiny_model_dir
     rules_refused = [i["refusal_phrase"] is not None for i in result["items"]]
     assert result["judge"]["agreement_with_rules"] == pytest.approx(sum(rules_refused) / 10)
     assert result["judge"]["requests"] == 10 and result["judge"]["unparsable"] == 0
+
+
+def test_head_to_head_judges_two_models_answers_in_both_orders(server, tmp_path, tiny_model_dir, tokenizer):
+    """Two different tiny models answer the same prompts; the judge compares their answers directly."""
+    from tests.conftest import build_tiny_model
+    from tunesmith.cli.main import main
+
+    other = build_tiny_model(tmp_path / "other", tokenizer, seed=7, init_std=0.2)
+    judge = {"endpoint": server.url, "model": "stand-in", "api_key": "test-key", "timeout": 5, "retries": 0}
+    prompts = [f"india: {t}" for t in ("name a colour", "count to three", "say hello", "describe rain", "pick a fruit", "greet me")]
+    prompts += ["juliet: name a river", "juliet: name a bird"]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"prompt": p, "category": p.split(":")[0]}) + "\n" for p in prompts))
+    cfg = {"models": [{"name": "a", "model": str(tiny_model_dir), "dtype": "fp32"}, {"name": "b", "model": str(other), "dtype": "fp32"}],
+           "suites": [{"name": "chat", "kind": "judge", "data": str(tmp_path / "q.jsonl"), "judge": judge}],
+           "generation": {"max_new_tokens": 12}, "compare": {"bootstrap": 500}, "output_dir": str(tmp_path / "out")}
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(cfg))
+    main(["eval", str(tmp_path / "eval.yaml"), "--quiet"])
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    out_a = [i["output"] for i in report["results"]["a"]["chat"]["items"]]
+    out_b = [i["output"] for i in report["results"]["b"]["chat"]["items"]]
+    expected = []  # b's score per item: longer answer wins (india); juliet's judge always says "first" -> tie
+    for p, x, y in zip(prompts, out_a, out_b):
+        expected.append(0.5 if p.startswith("juliet") or len(x.strip()) == len(y.strip()) else float(len(y.strip()) > len(x.strip())))
+    h2h = report["comparisons"][0]["head_to_head"]["chat"]
+    assert (h2h["a"], h2h["b"]) == ("a", "b")
+    assert [i["score"] for i in h2h["items"]] == expected
+    assert 0 < expected.count(1.0) + expected.count(0.0)  # the two models' answers really differ in length somewhere
+    differ = sum(x.strip() != y.strip() for x, y in zip(out_a, out_b))
+    assert h2h["identical"] == len(prompts) - differ and h2h["requests"] == 2 * differ  # both orders, identical answers not asked
+    assert h2h["inconsistent"] == sum(x.strip() != y.strip() for p, x, y in zip(prompts, out_a, out_b) if p.startswith("juliet"))
+    assert (h2h["wins"], h2h["ties"], h2h["losses"]) == (expected.count(1.0), expected.count(0.5), expected.count(0.0))
+    assert h2h["win_rate"] == pytest.approx(sum(expected) / len(expected))
+    assert h2h["win_rate_ci_low"] <= h2h["win_rate"] <= h2h["win_rate_ci_high"]
+    w, l = expected.count(1.0), expected.count(0.0)  # two-sided exact sign test on wins vs losses, by hand
+    assert h2h["p_value"] == pytest.approx(min(1.0, 2 * sum(math.comb(w + l, k) for k in range(min(w, l) + 1)) / 2 ** (w + l)))
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Judge head-to-head: b vs a" in html and report["errors"] == []

@@ -72,6 +72,9 @@ class Script:
                 return _task_text(NEW_TASKS[(self.tasks - 1) % len(NEW_TASKS)], "come up with" in last)
         if last in ANSWERS:
             return ANSWERS[last]
+        if "Your Judgement (Just answer: Equal or Not Equal" in last:  # evol-instruct elimination, rule 1
+            second = re.search(r"The Second Prompt: (.*)\nYour Judgement", last, re.S).group(1)
+            return "Equal" if "SAMEGAIN" in second else "Hmm, hard to say." if "JUDGEJUNK" in second else "Not Equal."
         if "#Rewritten Prompt#:" in last or "#Created Prompt#:" in last:
             given = re.search(r"Prompt#:\n(.*)\n#(?:Rewritten|Created) Prompt#:", last, re.S).group(1)
             if "Name a colour" in given:
@@ -91,6 +94,8 @@ class Script:
         if "Reply with the rewritten response only" in last:
             original = messages[-4]["content"]
             return original if "PERFECT" in original else "Revision: Please be careful; here is a safe, complete answer."
+        if "steps" in last and ("ECHO" in last or "TERSE" in last):
+            return last if "ECHO" in last else "Yes."
         if "steps" in last:
             return "Sorry, no." if "refuse" in last else "1. First step. 2. Second step. 3. Third step. Example: boiling water."
         return f"ORIGINAL reply to {last}"
@@ -186,6 +191,68 @@ def test_evol_instruct_eliminates_failed_evolutions(server, tmp_path):
 
     records, _ = load_records(str(out))  # the rows are alpaca data training reads as is
     assert len(records) == 2 and records[0].messages[-1]["role"] == "assistant"
+
+
+def test_evol_instruct_elimination_by_the_model(server, tmp_path):
+    """WizardLM Sec. 3.3: the endpoint judges original vs evolved (Equal -> no information gain); answers that
+    are too short or copy the instruction are eliminated too; every elimination is in the side file."""
+    inputs = _write(tmp_path / "in.jsonl", [
+        {"instruction": "Explain photosynthesis."}, {"instruction": "List SAMEGAIN fruits."},
+        {"instruction": "Describe JUDGEJUNK clouds."}, {"instruction": "Say TERSE things."},
+        {"instruction": "Repeat ECHO words back."},
+    ])
+    out = tmp_path / "evol.jsonl"
+    main(["data", "synth", "evol-instruct", str(inputs), "-o", str(out), "--concurrency", "1", *_endpoint(server)])
+    assert sorted(r["original"] for r in _rows(out)) == ["Describe JUDGEJUNK clouds.", "Explain photosynthesis."]
+    rejected = {r["prompt"]: r for r in _rows(tmp_path / "evol.rejected.jsonl")}
+    assert {p: r["reason"] for p, r in rejected.items()} == {
+        "List SAMEGAIN fruits.": "no information gain", "Say TERSE things.": "too short response",
+        "Repeat ECHO words back.": "response copies the prompt"}
+    assert rejected["List SAMEGAIN fruits."]["judge"] == "Equal" and rejected["Say TERSE things."]["response"] == "Yes."
+    stats = _stats(out)
+    assert stats["rejected"] == {"no information gain": 1, "too short response": 1, "response copies the prompt": 1}
+    assert stats["extra"]["unparsable equality judgements"] == 1  # kept: a reply that says neither is not evidence
+    judged = [p for p in server.script.log if "Equal or Not Equal" in p["messages"][-1]["content"]]
+    assert len(judged) == 5 and all(p["temperature"] == 0.0 and p["max_tokens"] == 16 for p in judged)
+    assert len(server.script.log) == 5 + 5 + 4  # evolve all, judge all, answer the 4 that were not Equal
+    out2 = tmp_path / "nojudge.jsonl"
+    main(["data", "synth", "evol-instruct", str(inputs), "-o", str(out2), "--no-judge", *_endpoint(server)])
+    assert "List SAMEGAIN fruits." in {r["original"] for r in _rows(out2)}
+
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_TOKENS = {"self_instruct": 128, "evol_instruct": 160, "constitutional": 160, "rlaif": 128}
+
+
+@pytest.mark.parametrize("name", list(CONFIG_TOKENS))
+def test_synth_configs_run_and_flags_win(server, tmp_path, monkeypatch, name):
+    """configs/synth_*.yaml hold every option; flags on the command line (endpoint, model, out) override them."""
+    monkeypatch.chdir(REPO)  # the configs name configs/synth_seeds.jsonl relative to the repository
+    out = tmp_path / f"{name}.jsonl"
+    main(["data", "synth", name.replace("_", "-"), "--config", f"configs/synth_{name}.yaml", "-o", str(out),
+          "--limit", "3", *_endpoint(server)])
+    stats = _stats(out)
+    assert stats["processed"] == 3 and stats["failed"] == 0 and stats["kept"] + sum(stats["rejected"].values()) == 3
+    assert stats["kept"] >= (0 if name == "rlaif" else 1)  # the scripted server samples the same answer twice
+    assert stats["inputs"] == 8  # the 8 rows of configs/synth_seeds.jsonl (self-instruct: as its seed tasks)
+    first = server.script.log[0]
+    assert first["model"] == "stub" and first["max_tokens"] == CONFIG_TOKENS[name] and first["seed"] == 0
+
+
+def test_synth_config_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("inputs: x.jsonl\nmax_new_token: 5\n")
+    with pytest.raises(SystemExit) as info:
+        main(["data", "synth", "evol-instruct", "--config", str(bad), "-o", str(tmp_path / "o.jsonl")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert info.value.code == 2 and "unknown option 'max_new_token'" in err and "did you mean 'max_new_tokens'" in err
+    bad.write_text("rounds: many\n")
+    with pytest.raises(SystemExit):
+        main(["data", "synth", "evol-instruct", "in.jsonl", "--config", str(bad), "-o", str(tmp_path / "o.jsonl")])
+    assert "rounds: expected an integer, got 'many'" in " ".join(capsys.readouterr().err.split())
+    with pytest.raises(SystemExit):
+        main(["data", "synth", "rlaif", "-o", str(tmp_path / "o.jsonl")])
+    assert "needs the INPUTS argument (or `inputs:` in --config)" in " ".join(capsys.readouterr().err.split())
 
 
 def test_constitutional_writes_sft_rows_and_pairs(server, tmp_path, tokenizer):
@@ -306,7 +373,7 @@ def test_resume_after_interruption_redoes_nothing(server, tmp_path):
     assert _stats(out)["resumed"] == 3
     assert max(server.script.seen.values()) == 1  # no request was ever sent twice
     main(args)  # a third run finds everything done and sends nothing
-    assert len(_rows(out)) == 6 and len(server.script.log) == 12
+    assert len(_rows(out)) == 6 and len(server.script.log) == 18  # 6 x (evolve, equality judgement, answer)
 
 
 def test_local_backend_runs_end_to_end(tiny_model_dir, tmp_path):

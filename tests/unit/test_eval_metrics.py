@@ -132,3 +132,24 @@ def test_generation_items_need_references(tmp_path):
         load_generation_items(_write(tmp_path / "missing.jsonl", [{"prompt": "a", "reference": "b"}, {"prompt": "c"}]))
     with pytest.raises(DataError, match="field 'pattern'"):
         load_generation_items(_write(tmp_path / "re.jsonl", [{"prompt": "a", "pattern": "("}]))
+
+
+def test_batched_likelihood_equals_one_row_at_a_time(tmp_path, tiny):
+    """Rows of very different lengths, batched with right padding: per-row NLL equal to the unbatched path."""
+    from tunesmith.config.schema import DataConfig, DataSource
+    from tunesmith.data.dataset import build_examples
+    from tunesmith.evaluation.likelihood import _row_ce, run_likelihood
+
+    model, tok = tiny
+    rows = [{"messages": [{"role": "user", "content": q * (1 + 3 * (i % 3))}, {"role": "assistant", "content": a * (1 + i % 2)}]}
+            for i, (q, a) in enumerate(QA * 2)]
+    path = _write(tmp_path / "mixed.jsonl", rows)
+    examples, _ = build_examples([DataSource(path=path)], tok, DataConfig())
+    assert len({len(e.input_ids) for e in examples}) >= 4  # padding really happens
+    one = [_row_ce(model, e.input_ids, e.labels) for e in examples]
+    for batch_size in (3, 8):
+        res = run_likelihood(model, tok, path, batch_size=batch_size)
+        for item, (ce, count) in zip(res["items"], one):
+            assert item["scores"]["nll"] == pytest.approx(ce / count, abs=1e-5)
+        assert res["metrics"]["tokens"] == sum(c for _, c in one)
+        assert res["metrics"]["loss"] == pytest.approx(sum(ce for ce, _ in one) / sum(c for _, c in one), abs=1e-5)

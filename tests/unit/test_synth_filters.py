@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tunesmith.data.synth.constitutional import load_principles
-from tunesmith.data.synth.evol_instruct import EVOLUTIONS, choose_evolution, evolution_problem, evolution_prompt, response_problem
+from tunesmith.data.synth.evol_instruct import (EVOLUTIONS, choose_evolution, equality_prompt, evolution_problem,
+                                               evolution_prompt, parse_equality, response_problem)
 from tunesmith.data.synth.pipeline import item_from_row, strip_label
 from tunesmith.data.synth.rlaif import combine, parse_verdict
 from tunesmith.data.synth.self_instruct import build_prompt, load_seed_tasks, parse_tasks, quality_problem
@@ -124,3 +125,15 @@ def test_parse_instructions_two_step():
     assert rouge_l("Name a river in Africa.", ECHO) < 0.5
     prompt = build_instruction_prompt(load_seed_tasks()[:2])
     assert prompt.count("\nTask ") == 2 and "Write task 3:" in prompt
+
+
+def test_equality_judgement_and_response_rules():
+    prompt = equality_prompt("Explain tides.", "Explain tides in two steps.")
+    assert "The First Prompt: Explain tides.\nThe Second Prompt: Explain tides in two steps.\nYour Judgement" in prompt
+    assert [parse_equality(t) for t in ("Equal", "equal.", "Not Equal", "NOT EQUAL.", "They are unequal", "Hmm", None)] == [
+        True, True, False, False, False, None, None]
+    instruction = "Describe how tides form and give one concrete example."
+    assert response_problem("Yes.", instruction) == "too short response"
+    assert response_problem("Yes.", instruction, min_words=1) is None
+    assert response_problem(instruction, instruction) == "response copies the prompt"
+    assert response_problem("The Moon's gravity pulls the ocean into two bulges; Bay of Fundy.", instruction) is None

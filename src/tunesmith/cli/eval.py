@@ -62,6 +62,10 @@ def verdict_table(report: dict) -> Table:
         for suite, body in comp["suites"].items():
             for metric, r in body["metrics"].items():
                 table.add_row(f"{comp['b']} vs {comp['a']}", f"{suite}/{metric}", f"{r['mean_a']:.4g}", f"{r['mean_b']:.4g}", escape(r["verdict"]))
+        for suite, h in comp.get("head_to_head", {}).items():
+            if "error" not in h:
+                table.add_row(f"{comp['b']} vs {comp['a']}", f"{suite}/judge head-to-head", "", f"win {h['win_rate']:.3g}",
+                              escape(h["verdict"]))
     return table
 
 

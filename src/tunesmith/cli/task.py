@@ -42,6 +42,7 @@ def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 9
     """
     from tunesmith.data.templates import render_prompt, stop_token_ids
     from tunesmith.serving.engine import generate
+    from tunesmith.tasks.json_prefs import behaviour_report
     from tunesmith.tasks.scoring import score_json_extraction
 
     conversations, targets = load_eval_rows(eval_path)
@@ -53,6 +54,7 @@ def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 9
     outputs = [r.text for r in results]
     scores = score_json_extraction(outputs, targets)
     scores["generation_seconds"] = round(seconds, 3)
+    scores["behaviour"] = behaviour_report(outputs, targets)  # per failure kind (tasks/json_prefs.py), verbose rate
     scores["samples"] = [
         {"request": c[-1]["content"].split("\n\n", 1)[-1], "output": o, "target": t}
         for c, o, t in list(zip(conversations, outputs, targets))[:5]
@@ -70,6 +72,8 @@ def scores_table(scores: dict, title: str) -> Table:
     table.add_row("exact match, chatter ignored", f"{scores['lenient_exact_match']:.1%}")
     for field, acc in scores["field_accuracy"].items():
         table.add_row(f"  {field}", f"{acc:.1%}")
+    if "behaviour" in scores:
+        table.add_row("verbose (text around the JSON)", f"{scores['behaviour']['verbose_rate']:.1%}")
     table.add_row("generation time", f"{scores['generation_seconds']:.1f}s")
     return table
 
@@ -86,6 +90,22 @@ def make_data_command(
 
     paths = write_quickstart(out, n_train=n_train, n_eval=n_eval, seed=seed)
     console.print(f"[green]wrote[/] {n_train} rows to [bold]{paths['train']}[/] and {n_eval} rows to [bold]{paths['eval']}[/]")
+
+
+@task_app.command("make-prefs")
+def make_prefs_command(
+    out: str = typer.Option("data/generated/quickstart_prefs", "--out", help="folder for train.jsonl and eval.jsonl"),
+    n_train: int = typer.Option(450, "--n-train", min=1, help="training pairs"),
+    n_eval: int = typer.Option(180, "--n-eval", min=1, help="held-out pairs (no request shared with train or the quickstart eval set)"),
+    seed: int = typer.Option(0, "--seed", help="same seed, same bytes"),
+    kinds: Optional[str] = typer.Option(None, "--kinds", help="comma-separated rejected kinds to rotate through (default: the nine format/field failures; also time_shift, date_shift)"),
+) -> None:
+    """Write preference pairs for the quickstart task: exact JSON (chosen) vs a typical failure (rejected)."""
+    from tunesmith.tasks.json_prefs import DEFAULT_KINDS, write_quickstart_prefs
+
+    chosen_kinds = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else DEFAULT_KINDS
+    paths = write_quickstart_prefs(out, n_train=n_train, n_eval=n_eval, seed=seed, kinds=chosen_kinds)
+    console.print(f"[green]wrote[/] {n_train} pairs to [bold]{paths['train']}[/] and {n_eval} pairs to [bold]{paths['eval']}[/]")
 
 
 @task_app.command("score")

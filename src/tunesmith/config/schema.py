@@ -61,6 +61,8 @@ class DataConfig(Section):
     overlong: Literal["truncate", "drop"] = Field("truncate", description="rows longer than max_length: cut them, or skip them (always counted)")
     train_on: Literal["all_assistant", "last_assistant", "everything"] = Field("all_assistant", description="which tokens get loss: every assistant turn, the last one, or the whole text")
     on_error: Literal["stop", "skip"] = Field("stop", description="bad rows stop the run with a message, or are skipped and counted")
+    cache: bool = Field(True, description="tokenise once into an on-disk cache keyed by file contents, tokenizer, template and these settings; reruns reuse it")
+    cache_dir: str | None = Field(None, description="tokenisation cache folder (default: <tunesmith cache dir>/tokenized, i.e. $TUNESMITH_CACHE or the user cache dir)")
 
 
 class TrainConfig(Section):
@@ -81,6 +83,11 @@ class TrainConfig(Section):
     eval_every: int = Field(0, ge=0, description="evaluate every N optimizer steps; 0 = only at the end")
     save_every: int = Field(0, ge=0, description="checkpoint every N optimizer steps; 0 = only at the end")
     keep_last: int = Field(2, ge=1, description="checkpoints kept on disk")
+    eval_suites: list[str | dict] = Field(default_factory=list, description="eval suites run during training: suite names from eval_suites_config, bundled kinds (ifeval, likelihood, safety), 'KIND=FILE', or inline suite specs {name, kind, data, ...}; metrics logged as suite/<suite>/<metric>")
+    eval_suites_config: str | None = Field(None, description="eval YAML whose suites (and generation settings) eval_suites may name")
+    eval_suites_every: int = Field(0, ge=0, description="run eval_suites every N optimizer steps; 0 = only at the end (a fresh run also runs them at step 0, the baseline)")
+    best_metric: str | None = Field(None, description="keep the best checkpoint by this metric: eval_loss, eval_<metric> or suite/<suite>/<metric>; never pruned by keep_last, recorded in summary.json")
+    best_mode: Literal["auto", "min", "max"] = Field("auto", description="best_metric direction: auto (suite metric's own direction; min for loss/perplexity), min or max")
     early_stopping_patience: int = Field(0, ge=0, description="stop after N evaluations without improvement; 0 disables")
     max_bad_steps: int = Field(5, ge=1, description="stop after this many consecutive non-finite losses or gradients")
     log_every: int = Field(1, ge=1, description="write metrics every N optimizer steps")
@@ -107,6 +114,8 @@ class AlignConfig(Section):
     rm_center_coef: float = Field(0.0, ge=0, description="reward model: coefficient c of the centring term c*(r_w + r_l)^2 (~0.01)")
     reference: Literal["auto", "copy", "adapter_disabled"] = Field("auto", description="reference model: auto (LoRA: adapters disabled; else a frozen copy), copy, adapter_disabled")
     disable_dropout: bool = Field(True, description="turn every dropout off in the policy during alignment (noisy log-probs otherwise)")
+    precompute_ref_logps: bool = Field(False, description="DPO: compute the reference log-probs of every pair once before training and cache them on disk (no reference forward per step)")
+    ref_logps_cache: str = Field("runs/.cache/ref_logps", description="folder for precomputed reference log-probs, one file per (data, model, adapter, template, max_length) hash")
 
 
 class RLConfig(Section):
@@ -121,6 +130,9 @@ class RLConfig(Section):
     ppo_epochs: int = Field(4, ge=1, description="optimisation passes over each rollout (GRPO: 'num_iterations', usually 1)")
     kl_coef: float = Field(0.05, ge=0, description="KL weight beta to the reference (0 = no reference model)")
     kl_in_loss: bool | None = Field(None, description="KL as a k3 term in the loss (GRPO default) or as a penalty in the reward (PPO default; GRPO: summed over the response)")
+    kl_target: float | None = Field(None, gt=0, description="adaptive KL controller (Ziegler et al. 2019): steer kl_coef so the mean per-response KL to the reference approaches this many nats; None = fixed kl_coef")
+    kl_horizon: int = Field(10000, ge=1, description="adaptive KL controller horizon: kl_coef changes by at most 20% x samples-per-rollout / kl_horizon per rollout")
+    max_kl: float | None = Field(None, gt=0, description="KL bound: a rollout whose mean per-response KL to the reference (nats) exceeds it is flagged (kl_over_bound metric, a warning, summary.json 'kl')")
     gamma: float = Field(1.0, ge=0, le=1, description="PPO discount gamma for GAE")
     lam: float = Field(0.95, ge=0, le=1, description="PPO GAE lambda")
     cliprange: float = Field(0.2, gt=0, description="policy ratio clip epsilon")
@@ -133,6 +145,7 @@ class RLConfig(Section):
     reward_model: str | None = Field(None, description="folder of a trained reward model (an rm run's adapter/ or model/ with reward_head.safetensors)")
     reward_model_base: str | None = Field(None, description="base model under a reward-model adapter; default model.name_or_path")
     reward_fallback: float = Field(0.0, description="reward given when a reward function raises or returns a non-number (counted and reported)")
+    eval_at_start: bool = Field(False, description="also score the held-out prompts (data.eval) before the first step, logged as eval step 0 and summary.json 'initial_eval' (the starting point)")
 
 
 class OutputConfig(Section):

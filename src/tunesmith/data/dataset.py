@@ -80,10 +80,17 @@ def build_examples(
     when one is given, which is then returned).
     """
     resolve_template(tokenizer, data_cfg.template)
-    local = DataReport()
-    examples: list[Example] = []
-    for source in sources:
-        examples.extend(_render_source(source, tokenizer, data_cfg, local))
+
+    def render_all() -> tuple[list[Example], DataReport]:
+        local = DataReport()
+        return [e for source in sources for e in _render_source(source, tokenizer, data_cfg, local)], local
+
+    if data_cfg.cache:  # tokenise once: keyed by file contents, tokenizer, template and the data settings
+        from tunesmith.data.cache import cached_build
+
+        examples, local = cached_build(sources, tokenizer, data_cfg, render_all, data_cfg.cache_dir)
+    else:
+        examples, local = render_all()
     if report is None:
         return examples, local
     report.merge(local)

@@ -6,14 +6,24 @@ e.g. Conneau et al. 2020 and T5; α=1 keeps natural proportions, α in 0.5..0.7 
 source whose quota exceeds its size is repeated whole and topped up by a sample. `balance_field`
 then evens out a category: `down` samples every category to the smallest, `up` repeats rows of every
 category up to the largest. One seed fixes everything.
+
+Streaming, in two passes: the first reads every source once and spills its rows (as output JSON lines)
+to a temporary file next to OUT, keeping only each row's offset (8 bytes) and, when balancing, a category
+id; sampling, balancing and shuffling then work on row numbers (random.sample/shuffle depend only on the
+length, so the output is byte-identical to sampling the rows themselves); the second pass copies the
+chosen lines out by offset. Memory grows with the row count, never with the rows' size.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import tempfile
+from array import array
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from tunesmith.data.readers import read_rows
 from tunesmith.errors import SkipReport, TunesmithError
@@ -45,32 +55,74 @@ def quotas(probs: list[float], size: int) -> list[int]:
     return counts
 
 
-def take(rows: list, k: int, rng: random.Random) -> list:
+def take(rows: Sequence, k: int, rng: random.Random) -> list:
     """k rows: whole copies while k exceeds len(rows), then a sample without replacement."""
     if not rows:
         return []
     full, rest = divmod(k, len(rows))
-    return rows * full + rng.sample(rows, rest)
+    return (list(rows) * full if full else []) + rng.sample(rows, rest)
+
+
+def balance_positions(categories: Sequence[str], mode: str, rng: random.Random) -> tuple[list[int], dict]:
+    """Positions into `categories` evening them out (down to the smallest group, or up to the largest)."""
+    if mode not in ("down", "up"):
+        raise TunesmithError(f"balance mode must be 'down' or 'up', got {mode!r}")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for pos, name in enumerate(categories):
+        groups[name].append(pos)
+    target = (min if mode == "down" else max)(len(g) for g in groups.values())
+    out: list[int] = []
+    for name in sorted(groups):
+        out += take(groups[name], target, rng)
+    return out, {name: {"before": len(g), "after": target} for name, g in sorted(groups.items())}
+
+
+def category(row: dict, field: str) -> str:
+    value = row.get(field)
+    return MISSING if value is None else str(value)
 
 
 def balance(rows: list[dict], field: str, mode: str, rng: random.Random) -> tuple[list[dict], dict]:
     """Even out the categories of `field` (down-sample to the smallest, or repeat up to the largest)."""
-    if mode not in ("down", "up"):
-        raise TunesmithError(f"balance mode must be 'down' or 'up', got {mode!r}")
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        value = row.get(field)
-        groups[MISSING if value is None else str(value)].append(row)
-    target = (min if mode == "down" else max)(len(g) for g in groups.values())
-    out = []
-    for name in sorted(groups):
-        out += take(groups[name], target, rng)
-    counts = {name: {"before": len(g), "after": target} for name, g in sorted(groups.items())}
-    return out, counts
+    positions, counts = balance_positions([category(r, field) for r in rows], mode, rng)
+    return [rows[p] for p in positions], counts
 
 
-def _read(path: str | Path, report: SkipReport) -> list[dict]:
-    return [row for _, row in read_rows(path, report, "skip")]
+class Spill:
+    """Rows of every source as output JSON lines in one temporary file, addressed by global row number."""
+
+    def __init__(self, folder: Path, balance_field: str | None):
+        self.file: BinaryIO = tempfile.TemporaryFile(dir=folder, prefix=".mix-")
+        self.offsets = array("Q")
+        self.field = balance_field
+        self.names: dict[str, int] = {}  # category -> id
+        self.cats = array("I")
+
+    def add_source(self, src: str | Path, report: SkipReport, source_field: str | None) -> tuple[int, int]:
+        """Spill one source; returns its (first global row, row count)."""
+        first = len(self.offsets)
+        for _, row in read_rows(src, report, "skip"):
+            if source_field:
+                row = {**row, source_field: str(src)}
+            self.offsets.append(self.file.tell())
+            self.file.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+            if self.field:
+                self.cats.append(self.names.setdefault(category(row, self.field), len(self.names)))
+        return first, len(self.offsets) - first
+
+    def category_names(self, rows: Sequence[int]) -> list[str]:
+        by_id = list(self.names)
+        return [by_id[self.cats[g]] for g in rows]
+
+    def copy_out(self, rows: Sequence[int], out: Path) -> None:
+        self.file.flush()
+        with out.open("wb") as f:
+            for g in rows:
+                self.file.seek(self.offsets[g])
+                f.write(self.file.readline())
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def mix_files(sources: list[str | Path], out: str | Path, size: int | None = None, alpha: float = 1.0,
@@ -83,25 +135,27 @@ def mix_files(sources: list[str | Path], out: str | Path, size: int | None = Non
         raise TunesmithError(f"{out}: the mixed output is written as JSONL; name it .jsonl")
     rng = random.Random(seed)
     reports = [SkipReport() for _ in sources]
-    data = [_read(s, r) for s, r in zip(sources, reports)]
-    sizes = [len(d) for d in data]
-    probs = mixing_probabilities(sizes, alpha, weights)
-    size = sum(sizes) if size is None else size
-    if size < 1:
-        raise TunesmithError(f"target size must be at least 1, got {size}")
-    counts = quotas(probs, size)
-    mixed = []
-    for src, rows, k in zip(sources, data, counts):
-        picked = take(rows, k, rng)
-        mixed += [{**r, source_field: str(src)} for r in picked] if source_field else picked
-    categories = None
-    if balance_field:
-        mixed, categories = balance(mixed, balance_field, balance_mode, rng)
-    rng.shuffle(mixed)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with Path(out).open("w", encoding="utf-8") as f:
-        for row in mixed:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    spill = Spill(Path(out).parent, balance_field)
+    try:
+        spans = [spill.add_source(s, r, source_field) for s, r in zip(sources, reports)]
+        sizes = [n for _, n in spans]
+        probs = mixing_probabilities(sizes, alpha, weights)
+        size = sum(sizes) if size is None else size
+        if size < 1:
+            raise TunesmithError(f"target size must be at least 1, got {size}")
+        counts = quotas(probs, size)
+        mixed: list[int] = []
+        for (first, n), k in zip(spans, counts):
+            mixed += take(range(first, first + n), k, rng)
+        categories = None
+        if balance_field:
+            positions, categories = balance_positions(spill.category_names(mixed), balance_mode, rng)
+            mixed = [mixed[p] for p in positions]
+        rng.shuffle(mixed)
+        spill.copy_out(mixed, Path(out))
+    finally:
+        spill.close()
     report = {
         "output": str(out), "rows": len(mixed), "seed": seed, "alpha": None if weights else alpha, "weights": weights,
         "sources": [{"path": str(s), "rows": n, "probability": round(p, 6), "taken": k, "repeated": k > n, "skipped": r.skipped}

@@ -288,3 +288,42 @@ def run_judge(model, tokenizer, items: list[dict], spec, settings) -> dict:
     result["judge"] = {"model": spec.judge.model, "endpoint": spec.judge.endpoint, "mode": spec.mode,
                        "requests": judge.asked, "from_cache": judge.from_cache, "failures": judge.failures}
     return result
+
+
+# ---------------------------------------------------------------- head-to-head: two evaluated models
+
+
+def head_to_head(spec, items: list[dict], res_a: dict, res_b: dict, name_a: str, name_b: str,
+                 n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Judge model B's answer against model A's on every item, in both orders (MT-Bench pairwise, no reference).
+
+    A side wins an item only when preferred in both orders; disagreement is a tie (1/2). Identical answers are
+    a tie without asking. Reports B's win rate with a bootstrap CI, the sign test on wins vs losses, and a
+    verdict. Raises TunesmithError when requests failed (verdicts so far stay in the verdict cache)."""
+    from tunesmith.evaluation.stats import sign_test
+
+    outs_a, outs_b = [i.get("output") for i in res_a["items"]], [i.get("output") for i in res_b["items"]]
+    if len(outs_a) != len(items) or len(outs_b) != len(items) or None in outs_a + outs_b:
+        raise TunesmithError(f"head-to-head {name_b} vs {name_a}: both models need one answer per item")
+    judge = Judge(spec.judge)
+    ask = [k for k in range(len(items)) if outs_a[k].strip() != outs_b[k].strip()]
+    questions = [question_text(items[k]["messages"]) for k in ask]
+    asked = compare_pairs(judge, questions, [outs_b[k] for k in ask], [outs_a[k] for k in ask])
+    judge.check_complete([t for p in asked for t in p["judgement"]], f"judge head-to-head {name_b} vs {name_a}")
+    pairs = [{"score": 0.5, "inconsistent": False, "verdicts": ["identical", "identical"]} for _ in items]
+    for k, p in zip(ask, asked):
+        pairs[k] = p
+    scores = [p["score"] for p in pairs if p["score"] is not None]
+    wins, losses = scores.count(1.0), scores.count(0.0)
+    rate = win_rate(scores, n_resamples, seed, alpha)
+    p_value = sign_test([0.0] * (wins + losses), [1.0] * wins + [-1.0] * losses)["p_value"]
+    if p_value < alpha and wins != losses:
+        verdict = f"{name_b if wins > losses else name_a} better, p={p_value:.3g}"
+    else:
+        verdict = f"no significant difference (p={p_value:.3g})"
+    return {"a": name_a, "b": name_b, "candidate": name_b, **rate, "wins": wins, "ties": scores.count(0.5), "losses": losses,
+            "inconsistent": sum(p["inconsistent"] for p in pairs), "unparsable": len(pairs) - len(scores),
+            "identical": len(items) - len(ask), "p_value": p_value, "test": "sign test (wins vs losses, ties dropped)",
+            "verdict": verdict, "requests": judge.asked, "from_cache": judge.from_cache,
+            "items": [{"id": i["id"], "category": i["category"], "verdicts": p["verdicts"], "score": p["score"]}
+                      for i, p in zip(items, pairs)]}

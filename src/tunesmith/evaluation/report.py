@@ -121,6 +121,7 @@ def _comparison_html(comp: dict) -> str:
                          r["test"], r["p_value"], r["p_holm"], f'<span class="{cls}">{html.escape(r["verdict"])}</span>'])
     parts.append(_table(["suite/metric", comp["a"], comp["b"], "95% CI of B-A", "test", "p", "p (Holm)", "verdict"], rows))
     parts.append(_diff_plot(comp))
+    parts.append(_head_to_head_html(comp))
     for suite, body in comp["suites"].items():
         bd = body.get("breakdown")
         if not bd:
@@ -133,6 +134,24 @@ def _comparison_html(comp: dict) -> str:
                          f"<pre>{html.escape(comp['a'])}: {html.escape(str(w['output_a']))}\n{html.escape(comp['b'])}: "
                          f"{html.escape(str(w['output_b']))}\nreference: {html.escape(str(w['reference']))}</pre>")
     return "\n".join(parts)
+
+
+def _head_to_head_html(comp: dict) -> str:
+    """Judge suites where the judge compared the two models' answers directly (both orders)."""
+    rows = []
+    for suite, h in comp.get("head_to_head", {}).items():
+        if "error" in h:
+            rows.append([suite, "—", "—", "—", "—", "—", f'<span class="bad">{html.escape(h["error"])}</span>'])
+            continue
+        cls = "good" if h["verdict"].startswith(comp["b"] + " ") else ("bad" if "better" in h["verdict"] else "")
+        rows.append([suite, h["win_rate"], f"[{h['win_rate_ci_low']:.3g}, {h['win_rate_ci_high']:.3g}]",
+                     f"{h['wins']}/{h['ties']}/{h['losses']}", h["inconsistent"], h["p_value"],
+                     f'<span class="{cls}">{html.escape(h["verdict"])}</span>'])
+    if not rows:
+        return ""
+    return (f"<h3>Judge head-to-head: {html.escape(comp['b'])} vs {html.escape(comp['a'])}</h3>"
+            "<p>Each item judged in both orders; a side wins only when preferred in both, otherwise a tie (1/2).</p>"
+            + _table(["suite", f"win rate of {comp['b']}", "95% CI", "wins/ties/losses", "inconsistent", "p (sign)", "verdict"], rows))
 
 
 def _forgetting_html(f: dict | None) -> str:

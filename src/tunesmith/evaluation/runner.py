@@ -22,6 +22,7 @@ from tunesmith.evaluation.suites import SUITES, settings_for
 SUITE_VERSION = 1  # bump when a suite's scoring changes, so old cache entries are not reused
 _HASHED_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".gguf", ".txt", ".jinja")
 _digests: dict[tuple[str, int, int], str] = {}
+_NOT_HASHED = ("batch_size", "head_to_head")  # do not change a model's suite result (batching is exact; head-to-head is a comparison)
 
 
 def file_digest(path: Path) -> str:
@@ -60,7 +61,7 @@ def model_hash(spec: ModelSpec) -> str:
 
 def suite_hash(spec: SuiteSpec, settings) -> str:
     """Digest of what decides a suite's result: its spec (not its label), data bytes and generation settings."""
-    body = spec.model_dump(exclude={"name", "probe", "generation"})
+    body = spec.model_dump(exclude={"name", "probe", "generation", *_NOT_HASHED})
     body["data_digest"] = file_digest(Path(spec.data)) if spec.data else None
     body["settings"] = settings.model_dump() if settings is not None else None
     body["version"] = SUITE_VERSION
@@ -145,6 +146,24 @@ def _evaluate_model(spec: ModelSpec, cfg: EvalConfig, prepared: dict, cache: Res
     return out
 
 
+def _head_to_head(cfg: EvalConfig, prepared: dict, results: dict, a: str, b: str, log: Callable[[str], None]) -> dict:
+    """Judge suites with head_to_head: the judge compares model b's answers with model a's (both orders)."""
+    from tunesmith.evaluation.judge import head_to_head
+
+    out = {}
+    for s in cfg.suites:
+        res_a, res_b = results[a].get(s.name, {}), results[b].get(s.name, {})
+        if s.kind != "judge" or not s.head_to_head or "error" in res_a or "error" in res_b or not res_a or not res_b:
+            continue
+        log(f"{b} vs {a} / {s.name}: judging head-to-head")
+        try:
+            out[s.name] = head_to_head(s, prepared[s.name], res_a, res_b, a, b, cfg.compare.bootstrap, cfg.compare.seed, cfg.compare.alpha)
+        except TunesmithError as exc:
+            out[s.name] = {"error": str(exc)}
+            log(f"{b} vs {a} / {s.name} head-to-head: failed: {exc}")
+    return out
+
+
 def run_eval(cfg: EvalConfig, log: Callable[[str], None] = lambda _msg: None) -> dict:
     """Evaluate all models on all suites, compare each with the baseline, measure retention on probes."""
     from tunesmith.evaluation.compare import compare_models
@@ -160,8 +179,11 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = lambda _msg: None) ->
                        cfg.compare.bootstrap, cfg.compare.seed, cfg.compare.worst_examples)
         for m in cfg.models if m.name != baseline
     ]
+    for comp in comparisons:
+        comp["head_to_head"] = _head_to_head(cfg, prepared, results, comp["a"], comp["b"], log)
     probes = [s.name for s in cfg.suites if s.probe]
     errors = [f"{m}/{s}: {r['error']}" for m, per in results.items() for s, r in per.items() if "error" in r]
+    errors += [f"{c['b']} vs {c['a']} / {s} (head-to-head): {h['error']}" for c in comparisons for s, h in c["head_to_head"].items() if "error" in h]
     return {
         "config": cfg.model_dump(),
         "models": {m.name: {"model": m.model, "adapter": m.adapter, "dtype": m.dtype} for m in cfg.models},

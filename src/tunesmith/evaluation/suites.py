@@ -42,7 +42,8 @@ def _prep_likelihood(spec: SuiteSpec) -> str:
 def _run_likelihood(model, tokenizer, path, spec: SuiteSpec, settings, template: str) -> dict:
     from tunesmith.evaluation.likelihood import run_likelihood
 
-    return run_likelihood(model, tokenizer, path, template=template, max_length=spec.max_length, limit=spec.limit)
+    return run_likelihood(model, tokenizer, path, template=template, max_length=spec.max_length, limit=spec.limit,
+                          batch_size=spec.batch_size)
 
 
 def _prep_mc(spec: SuiteSpec) -> list[dict]:
@@ -54,7 +55,7 @@ def _prep_mc(spec: SuiteSpec) -> list[dict]:
 def _run_mc(model, tokenizer, items, spec: SuiteSpec, settings, template: str) -> dict:
     from tunesmith.evaluation.likelihood import run_multiple_choice
 
-    return run_multiple_choice(model, tokenizer, items, spec.max_length)
+    return run_multiple_choice(model, tokenizer, items, spec.max_length, spec.batch_size)
 
 
 # ---------------------------------------------------------------- generation

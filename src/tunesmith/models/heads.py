@@ -1,15 +1,19 @@
-"""Scalar heads for reward (and later value) models, read at the last real token.
+"""Scalar heads: the reward model's head (read at the last real token) and PPO's value head.
 
-The head is a Linear(hidden, 1) attached to the transformers model as `reward_head`, so it trains, is
-checkpointed (checkpoint.py saves every trainable parameter) and is saved next to the adapter/model as
-`reward_head.safetensors`. The score is read at the LAST NON-PADDING token found from the attention mask
-(ALGORITHMS.md trap 4: with pad == EOS, "first pad - 1" reads the wrong token).
+A head is a Linear(hidden, 1) attached to the transformers model as an attribute (`reward_head`,
+`value_head`), so it trains and is checkpointed (checkpoint.py saves every trainable parameter). The final
+save (`save_with_heads`) keeps heads OUT of the model folder, so a full fine-tune's model/ loads as a plain
+causal LM, and writes each head next to it as `<attr>.safetensors`. The reward is read at the LAST
+NON-PADDING token found from the attention mask (ALGORITHMS.md trap 4: with pad == EOS, "first pad - 1"
+reads the wrong token).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -18,6 +22,8 @@ from tunesmith.errors import TunesmithError
 
 HEAD_ATTR = "reward_head"
 HEAD_FILE = "reward_head.safetensors"
+VALUE_ATTR = "value_head"
+HEADS = {HEAD_ATTR: HEAD_FILE, VALUE_ATTR: "value_head.safetensors"}  # attribute -> file next to the model
 
 
 class ScalarHead(nn.Module):
@@ -33,27 +39,55 @@ class ScalarHead(nn.Module):
         return self.proj(hidden.to(self.proj.weight.dtype)).squeeze(-1)
 
 
-def get_head(model) -> ScalarHead | None:
+def _inner(model):
     from tunesmith.objectives.base import unwrap  # here, not at the top: objectives.rm imports this module
 
-    return getattr(unwrap(model), HEAD_ATTR, None)
+    return unwrap(model)
 
 
-def attach_head(model, seed: int | None = None) -> ScalarHead:
-    """Add a trainable fp32 scalar head to `model` (once); returns it."""
-    head = get_head(model)
+def get_head(model, attr: str = HEAD_ATTR) -> ScalarHead | None:
+    return getattr(_inner(model), attr, None)
+
+
+def attach_head(model, seed: int | None = None, attr: str = HEAD_ATTR) -> ScalarHead:
+    """Add a trainable fp32 scalar head to `model` as `attr` (once); returns it."""
+    head = get_head(model, attr)
     if head is None:
-        from tunesmith.objectives.base import unwrap
-
-        inner = unwrap(model)
+        inner = _inner(model)
         hidden = inner.config.get_text_config().hidden_size
         device = next(inner.parameters()).device
         if seed is not None:
             torch.manual_seed(seed)
         head = ScalarHead(hidden).to(device)
-        setattr(inner, HEAD_ATTR, head)
+        setattr(inner, attr, head)
     head.requires_grad_(True)
     return head
+
+
+@contextlib.contextmanager
+def heads_detached(model) -> Iterator[dict[str, ScalarHead]]:
+    """Temporarily remove every scalar head from the model (so save_pretrained writes a plain causal LM)."""
+    inner = _inner(model)
+    removed = {attr: getattr(inner, attr) for attr in HEADS if getattr(inner, attr, None) is not None}
+    for attr in removed:
+        delattr(inner, attr)
+    try:
+        yield removed
+    finally:
+        for attr, head in removed.items():
+            setattr(inner, attr, head)
+
+
+def save_with_heads(model, folder: str | Path) -> Path:
+    """The adapter (LoRA) or a plain HF model folder (full / freeze) WITHOUT heads, plus one safetensors
+    file per attached head next to it (reward_head.safetensors, value_head.safetensors)."""
+    from tunesmith.models.adapters import save_adapter
+
+    with heads_detached(model) as heads:
+        out = save_adapter(model, folder)
+    for attr in heads:
+        save_head(model, out, attr)
+    return out
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -75,14 +109,14 @@ def reward_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) 
     return head(last).float()
 
 
-def save_head(model, folder: str | Path) -> Path | None:
-    """Write the head next to the adapter/model; None when the model has none."""
+def save_head(model, folder: str | Path, attr: str = HEAD_ATTR) -> Path | None:
+    """Write the head `attr` next to the adapter/model as HEADS[attr]; None when the model has none."""
     from safetensors.torch import save_file
 
-    head = get_head(model)
+    head = get_head(model, attr)
     if head is None:
         return None
-    path = Path(folder) / HEAD_FILE
+    path = Path(folder) / HEADS[attr]
     save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, str(path))
     return path
 

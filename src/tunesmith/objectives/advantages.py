@@ -10,6 +10,9 @@ Pure tensor functions (no model), checked against plain Python loops in tests/un
   rollout, with the unbiased variance as in OpenAI's lm-human-preferences and TRL's `masked_whiten`.
 - Group normalisation (Shao et al. 2024, DeepSeekMath GRPO, §4.1.2): A_i = (r_i - mean(r_group)) /
   (std(r_group) + 1e-4), the same value on every token of response i.
+- Adaptive KL coefficient (Ziegler et al. 2019, §2.2; TRL's AdaptiveKLController): after each rollout with
+  mean per-response KL KL_t, e_t = clip(KL_t / KL_target - 1, -0.2, 0.2) and β ← β·(1 + e_t·n / horizon),
+  n = samples in the rollout. A fixed β when no target is set.
 
 Tensors are (N, L): N responses, L response positions, right-padded; `mask` is 1 on real tokens.
 """
@@ -83,3 +86,17 @@ def group_std(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     grouped = rewards.view(-1, group_size)
     std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(grouped[:, :1])
     return std.expand_as(grouped).reshape(-1)
+
+
+class KLController:
+    """The KL coefficient β: fixed, or adapted towards `target` nats per response (Ziegler et al. 2019, §2.2)."""
+
+    def __init__(self, coef: float, target: float | None = None, horizon: int = 10000):
+        self.value, self.target, self.horizon = coef, target, horizon
+
+    def update(self, kl: float, samples: int) -> float:
+        """Adjust β after a rollout whose responses averaged `kl` nats of KL; returns the new β."""
+        if self.target is not None and self.target > 0:
+            error = min(max(kl / self.target - 1.0, -0.2), 0.2)
+            self.value *= 1.0 + error * samples / self.horizon
+        return self.value

@@ -1,7 +1,8 @@
 """Sequence log-probabilities and the reference model, shared by the preference objectives.
 
 logp(y|x) = sum over response tokens (labels != -100) of log p(y_t | x, y_<t)  (ALGORITHMS.md: sums, not means).
-The LM head and the log-softmax run only at response positions, so no (batch x length x vocab) tensor is built.
+The LM head and the log-softmax run only at response positions, in chunks of CHUNK positions whose logits are
+recomputed in backward (activation checkpointing), so at most one chunk x vocab of fp32 logits exists.
 Pairwise batches hold chosen rows first, then rejected rows, so one forward serves both (as in TRL's
 `concatenated_forward`).
 
@@ -14,11 +15,31 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from tunesmith.errors import TunesmithError
 from tunesmith.objectives.base import backbone_and_head, needs_full_logits
 
 IGNORE = -100
+CHUNK = 1024  # response positions per LM-head chunk
+
+
+def _token_logps(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(n,) log p(target_i) from (n, H) hidden states: fp32 log-softmax over one chunk's logits."""
+    logits = head(hidden).float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def chunked_token_logps(head, hidden: torch.Tensor, targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """_token_logps in chunks; with grad on, each chunk's logits are recomputed in backward instead of stored."""
+    chunk = CHUNK if chunk is None else chunk
+    if chunk <= 0 or hidden.shape[0] <= chunk:
+        return _token_logps(head, hidden, targets)
+    grad = torch.is_grad_enabled()
+    pieces = [checkpoint(_token_logps, head, hidden[s : s + chunk], targets[s : s + chunk], use_reentrant=False)
+              if grad else _token_logps(head, hidden[s : s + chunk], targets[s : s + chunk])
+              for s in range(0, hidden.shape[0], chunk)]
+    return torch.cat(pieces)
 
 
 def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,12 +48,12 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     mask = targets != IGNORE
     rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[mask]  # (M,)
     if needs_full_logits(model):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][mask].float()  # (M, V)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][mask]  # (M, V)
+        picked = _token_logps(torch.nn.Identity(), logits, targets[mask])  # (M,)
     else:
         backbone, head = backbone_and_head(model)
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (N, T, H)
-        logits = head(hidden[:, :-1][mask]).float()  # (M, V): response positions only
-    picked = logits.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (M,)
+        picked = chunked_token_logps(head, hidden[:, :-1][mask], targets[mask])  # (M,): response positions only
     sums = torch.zeros(targets.shape[0], dtype=picked.dtype, device=picked.device).index_add(0, rows, picked)
     return sums, mask.sum(dim=1)
 

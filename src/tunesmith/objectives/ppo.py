@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import torch
 
 from tunesmith.errors import TunesmithError
-from tunesmith.models.heads import ScalarHead
+from tunesmith.models.heads import VALUE_ATTR, ScalarHead, attach_head
 from tunesmith.objectives.base import LossOutput, backbone_and_head, unwrap
 
 IGNORE = -100
-VALUE_ATTR = "value_head"
 
 
 @dataclass
@@ -37,14 +36,9 @@ class TokenForward:
 
 
 def attach_value_head(model) -> ScalarHead:
-    """A trainable fp32 scalar value head on the policy (once), checkpointed with the trainable weights."""
-    inner = unwrap(model)
-    head = getattr(inner, VALUE_ATTR, None)
-    if head is None:
-        head = ScalarHead(inner.config.get_text_config().hidden_size).to(next(inner.parameters()).device)
-        setattr(inner, VALUE_ATTR, head)
-    head.requires_grad_(True)
-    return head
+    """A trainable fp32 scalar value head on the policy (once), checkpointed with the trainable weights and
+    saved as value_head.safetensors next to (never inside) the final adapter/model (heads.save_with_heads)."""
+    return attach_head(model, attr=VALUE_ATTR)
 
 
 def response_forward(model, batch: dict, temperature: float = 1.0, with_values: bool = False) -> TokenForward:

@@ -33,6 +33,8 @@ class TrainState:
     best_eval: float | None = None
     evals_without_improvement: int = 0
     bad_steps: int = 0
+    best_value: float | None = None  # train.best_metric at its best so far, and the step it was reached
+    best_step: int | None = None
 
 
 def rng_state() -> dict:
@@ -57,8 +59,8 @@ def checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 
 
-def save_checkpoint(root: Path, model, optimizer, scheduler, state: TrainState, keep_last: int) -> Path:
-    """Write checkpoint-<step> atomically and prune old ones."""
+def save_checkpoint(root: Path, model, optimizer, scheduler, state: TrainState, keep_last: int, protect: Path | None = None) -> Path:
+    """Write checkpoint-<step> atomically and prune old ones (never `protect`, the best checkpoint)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{state.step}"
     tmp = root / f".tmp-{PREFIX}{state.step}-{os.getpid()}"
@@ -75,7 +77,8 @@ def save_checkpoint(root: Path, model, optimizer, scheduler, state: TrainState, 
         shutil.rmtree(final)
     os.replace(tmp, final)
     for old in checkpoints(root)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+        if protect is None or old.resolve() != protect.resolve():
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 

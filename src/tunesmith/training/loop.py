@@ -19,7 +19,7 @@ from tunesmith.config.schema import TrainConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.training.batches import BatchSource
 from tunesmith.training.checkpoint import TrainState
-from tunesmith.training.metrics import MetricsWriter, training_progress
+from tunesmith.training.metrics import MetricsWriter, progress_fields, training_progress
 
 console = Console(stderr=True)
 
@@ -30,6 +30,8 @@ class LoopHooks:
 
     evaluate: Callable[[], dict[str, float]] | None = None
     save: Callable[[TrainState], None] | None = None
+    suites: Callable[[], dict[str, float]] | None = None  # eval suites -> {"<suite>/<metric>": value}, every train.eval_suites_every
+    best: Callable[[TrainState, dict[str, float]], bool] | None = None  # True when this step's metrics are a new best
     history: list[dict] = field(default_factory=list)  # logged training rows, for callers and tests
 
 
@@ -111,7 +113,7 @@ def train(
         raise TunesmithError("nothing to train: no parameter requires a gradient")
     model.train()
     with training_progress(show_progress) as progress:
-        task = progress.add_task("train", total=steps, completed=state.step, loss="-", lr="-", tps="-")
+        task = progress.add_task("train", total=steps, completed=state.step, loss="-", lr="-", tps="-", extra="")
         while state.step < steps:
             started = time.perf_counter()
             window = _next_window(source, state, cfg.grad_accum)
@@ -136,15 +138,17 @@ def train(
             elapsed = time.perf_counter() - started
             metrics.update(lr=lr, epoch=state.epoch + state.batch_index / source.batches_per_epoch(), step_time=elapsed,
                            tokens_per_s=metrics["tokens"] / max(elapsed, 1e-9))
-            progress.update(task, advance=1, loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}", tps=f"{metrics['tokens_per_s']:.0f}")
+            progress.update(task, advance=1, loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}", tps=f"{metrics['tokens_per_s']:.0f}",
+                            extra=progress_fields(metrics))
             if state.step % cfg.log_every == 0 or state.step == steps:
                 hooks.history.append({"step": state.step, **metrics})
                 if writer:
                     writer.write(state.step, metrics)
-            stop = False
+            stop = evaluated = False
             if hooks.evaluate and ((cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == steps):
-                stop = _evaluate(model, hooks, state, cfg, writer)
-            if hooks.save and ((cfg.save_every and state.step % cfg.save_every == 0) or state.step == steps or stop):
+                stop, evaluated = _evaluate(model, hooks, state, cfg, writer), True
+            new_best = _suites_and_best(model, hooks, state, cfg, writer, steps, evaluated)
+            if hooks.save and ((cfg.save_every and state.step % cfg.save_every == 0) or state.step == steps or stop or new_best):
                 hooks.save(state)
             if stop:
                 console.print(f"[yellow]early stopping: eval loss did not improve for {state.evals_without_improvement} evaluations")
@@ -168,6 +172,21 @@ def _evaluate(model, hooks: LoopHooks, state: TrainState, cfg: TrainConfig, writ
     else:
         state.evals_without_improvement += 1
     return bool(cfg.early_stopping_patience) and state.evals_without_improvement >= cfg.early_stopping_patience
+
+
+def _suites_and_best(model, hooks: LoopHooks, state: TrainState, cfg: TrainConfig, writer: MetricsWriter | None,
+                     steps: int, evaluated: bool) -> bool:
+    """Eval suites due at this step (logged with split "suite"), then best-checkpoint tracking; True on a new best."""
+    metrics = {k: v for k, v in hooks.history[-1].items() if k.startswith("eval_")} if evaluated else {}
+    every = cfg.eval_suites_every
+    if hooks.suites and ((every and state.step % every == 0) or state.step == steps):
+        values = hooks.suites()
+        model.train()
+        if writer:
+            writer.write(state.step, values, prefix="suite")
+        metrics.update({f"suite/{k}": v for k, v in values.items()})
+        hooks.history.append({"step": state.step, **{k: v for k, v in metrics.items() if k.startswith("suite/")}})
+    return bool(hooks.best and metrics) and hooks.best(state, metrics)
 
 
 @torch.no_grad()

@@ -59,13 +59,39 @@ def read_metrics(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+# Objective metrics shown in the progress bar when a step reports them: metric key -> (label, format), in
+# display order. DPO family (dpo, simpo, orpo): implicit-reward accuracy and margin; rm: pair accuracy and
+# margin; kto: its KL reference point; ppo/grpo: score, KL to the reference (and its adaptive coefficient),
+# clip fraction, GRPO's in-group reward std, the share of rewards that failed and got the fallback.
+PROGRESS_METRICS: dict[str, tuple[str, str]] = {
+    "rewards/accuracies": ("acc", ".2f"),
+    "rewards/margins": ("margin", ".3f"),
+    "accuracy": ("acc", ".2f"),
+    "margin": ("margin", ".3f"),
+    "score": ("score", ".3f"),
+    "group_reward_std": ("std", ".3f"),
+    "kl": ("kl", ".3f"),
+    "kl_coef": ("beta", ".3f"),
+    "clipfrac": ("clip", ".2f"),
+    "reward_failed_rate": ("rfail", ".2f"),
+}
+
+
+def progress_fields(metrics: dict[str, float]) -> str:
+    """'acc 0.75  margin 0.120'-style text of the PROGRESS_METRICS a step reported ('' for plain SFT)."""
+    return "  ".join(f"{label} {metrics[key]:{fmt}}" for key, (label, fmt) in PROGRESS_METRICS.items()
+                     if isinstance(metrics.get(key), (int, float)))
+
+
 def training_progress(enabled: bool = True) -> Progress:
-    """Progress bar showing step, loss, lr, tokens/s and ETA."""
+    """Progress bar showing step, loss, lr, tokens/s, the objective's key metrics (task field `extra`,
+    see progress_fields) and ETA."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[tps]} tok/s"),
+        TextColumn("{task.fields[extra]}"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),

@@ -41,11 +41,15 @@ class _OrderedSource:
         return len(self.order(0))
 
 
-def pairwise_batch(pairs: list[PairExample], pad_id: int) -> dict:
-    """Chosen rows then rejected rows in one padded batch, plus `num_pairs` and per-pair `margin`."""
+def pairwise_batch(pairs: list[PairExample], pad_id: int, use_cached: bool = True) -> dict:
+    """Chosen rows then rejected rows in one padded batch, plus `num_pairs` and per-pair `margin`; and
+    `ref_logps` (2B,) when every pair carries precomputed reference log-probs (training/ref_logps.py)."""
     batch = pad_batch([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
     batch["num_pairs"] = len(pairs)
     batch["margin"] = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
+    cached = [getattr(p, "ref_logps", None) for p in pairs] if use_cached else [None]
+    if all(c is not None for c in cached):
+        batch["ref_logps"] = torch.tensor([c[0] for c in cached] + [c[1] for c in cached], dtype=torch.float32)
     return batch
 
 

@@ -8,7 +8,9 @@ sample gets `rl.reward_fallback` instead: a bad reward never stops a run midway.
 
 A reward model is a folder written by an `rm` run (`<out>/adapter` or `<out>/model`) holding
 reward_head.safetensors (models/heads.py). It scores prompt + response rendered with the same chat template
-the reward model was trained on, read at the last real token. Scores of all sources are summed.
+the reward model was trained on, read at the last real token; a batch that raises, or a score that is not
+finite, is counted as a `reward_model` failure and gets the fallback too. Scores of all sources are summed;
+the failure counts reach the metrics (`reward_failed_rate`) and the run's summary.json / end-of-run line.
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ class ModelReward:
 
     name = "reward_model"
 
-    def __init__(self, folder: str, base: str, tokenizer, dtype: str = "fp32", batch_size: int = 16, max_length: int = 1024):
+    def __init__(self, folder: str, base: str, tokenizer, dtype: str = "fp32", batch_size: int = 16, max_length: int = 1024,
+                 fallback: float = 0.0):
         from tunesmith.config.schema import ModelConfig
         from tunesmith.models.adapters import load_adapter
         from tunesmith.models.heads import load_head
@@ -148,7 +151,28 @@ class ModelReward:
             model = load_model(ModelConfig(name_or_path=str(path), dtype=dtype))
         load_head(model, path)
         self.model = model.eval().requires_grad_(False)
-        self.tokenizer, self.batch_size, self.max_length = tokenizer, batch_size, max_length
+        self.tokenizer, self.batch_size, self.max_length, self.fallback = tokenizer, batch_size, max_length, fallback
+
+    def checked_score(self, completions: list[str], conversations: list[list[dict]],
+                      stats: RewardStats) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) scores and (N,) bool failures: a batch that raises, or a non-finite score, gets the fallback."""
+        scores, failed = [], []
+        for start in range(0, len(completions), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            try:
+                part = self.score(completions[chunk], conversations[chunk]).float()
+                bad = ~torch.isfinite(part)
+                for value in part[bad].tolist():
+                    stats.fail(self.name, f"returned {value}, not a finite number")
+            except Exception as exc:  # e.g. a conversation the template cannot render: counted, never fatal
+                part = torch.zeros(len(completions[chunk]))
+                bad = torch.ones(len(part), dtype=torch.bool)
+                for _ in range(len(part)):
+                    stats.fail(self.name, f"{type(exc).__name__}: {exc}")
+            scores.append(torch.where(bad, torch.full_like(part, self.fallback), part))
+            failed.append(bad)
+        empty = torch.zeros(0)
+        return (torch.cat(scores), torch.cat(failed)) if scores else (empty, empty.bool())
 
     @torch.no_grad()
     def score(self, completions: list[str], conversations: list[list[dict]]) -> torch.Tensor:
@@ -184,7 +208,8 @@ class RewardSource:
             scores, bad = fn.score(completions, rows, self.stats)
             total, failed = total + scores, failed | bad
         if self.model is not None:
-            total = total + self.model.score(completions, conversations).float()
+            scores, bad = self.model.checked_score(completions, conversations, self.stats)
+            total, failed = total + scores, failed | bad
         self.stats.calls += len(completions)
         return total, failed
 
@@ -196,5 +221,6 @@ def build_reward_source(rl, model_cfg, tokenizer, max_length: int = 1024) -> Rew
     model = None
     if rl.reward_model:
         base = rl.reward_model_base or model_cfg.name_or_path
-        model = ModelReward(rl.reward_model, base, tokenizer, model_cfg.dtype, rl.generation_batch_size, max_length)
+        model = ModelReward(rl.reward_model, base, tokenizer, model_cfg.dtype, rl.generation_batch_size, max_length,
+                            rl.reward_fallback)
     return RewardSource(functions, model)

@@ -11,6 +11,10 @@ old log-probs (+ values for PPO) of the policy and reference log-probs, all with
 the reward source, minus `missing_eos_penalty` for responses without a stop token; PPO: per-token KL-shaped
 rewards, GAE, whitened advantages; GRPO: group-normalised sequence rewards on every token.
 
+KL to the reference: each rollout's mean per-response KL (Σ_t logπ - logπ_ref over the sampled tokens, nats)
+is logged as `kl`; with `rl.kl_target` the coefficient β adapts after every rollout (advantages.KLController);
+a rollout over `rl.max_kl` is flagged (`kl_over_bound`), warned about and counted in `kl_report()`.
+
 Resume: the cursor (epoch, index) fixes the rollout, its prompts and its sampling seed; a checkpoint taken
 mid-rollout also stores that rollout's samples (`save_state`), since the policy that generated them is gone.
 """
@@ -118,6 +122,10 @@ class RolloutSource:
         self.stop_ids = stop_token_ids(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.kl_in_reward = objective.needs_reference and not getattr(objective, "kl_in_loss", False)
+        if (rl.kl_target or rl.max_kl) and not objective.needs_reference:
+            raise TunesmithError("rl.kl_target / rl.max_kl measure the KL to the reference: set rl.kl_coef > 0")
+        self.kl_ctl = adv.KLController(objective.kl_coef, rl.kl_target, rl.kl_horizon)
+        self.kl_stats = {"rollouts": 0, "max_rollout_kl": None, "last_rollout_kl": None, "over_bound": 0}
         self._id: int | None = None
         self._warned = False
         self._samples: list[Sample] = []
@@ -157,13 +165,39 @@ class RolloutSource:
         kl = torch.stack([(lp - rp).sum() for lp, rp in zip(logps, ref_logps)]) if ref_logps else torch.zeros(len(examples))
         advantages, returns = self._advantages(scores, kl, logps, ref_logps, values)
         group_std = adv.group_std(scores, self.rl.group_size)
+        shared = self._kl_bookkeeping(rollout, float(kl.mean())) if ref_logps else {}
         samples = []
         for i, example in enumerate(examples):
             metrics = {"score": float(scores[i]), "kl": float(kl[i]), "response_length": float(len(logps[i])),
-                       "eos_rate": float(finished[i]), "reward_failed_rate": float(failed[i]), "group_reward_std": float(group_std[i])}
+                       "eos_rate": float(finished[i]), "reward_failed_rate": float(failed[i]), **shared}
+            if self.rl.group_size > 1:
+                metrics["group_reward_std"] = float(group_std[i])
             samples.append(Sample(example, logps[i], ref_logps[i] if ref_logps else None, values[i] if values else None,
                                   advantages[i], returns[i] if returns else None, metrics))
         return samples
+
+    def _kl_bookkeeping(self, rollout: int, mean_kl: float) -> dict[str, float]:
+        """Per-rollout KL metrics (β used, bound flag); then adapt β for the next rollout."""
+        shared = {"kl_coef": float(self.objective.kl_coef)}
+        stats = self.kl_stats
+        stats["rollouts"] += 1
+        stats["last_rollout_kl"] = mean_kl
+        stats["max_rollout_kl"] = mean_kl if stats["max_rollout_kl"] is None else max(stats["max_rollout_kl"], mean_kl)
+        if self.rl.max_kl is not None:
+            over = mean_kl > self.rl.max_kl
+            shared["kl_over_bound"] = float(over)
+            if over:
+                stats["over_bound"] += 1
+                console.print(f"[yellow]rollout {rollout}: mean KL to the reference {mean_kl:.3f} nats exceeds rl.max_kl "
+                              f"{self.rl.max_kl} (β={self.objective.kl_coef:.4f}; raise rl.kl_coef or set rl.kl_target)")
+        self.objective.kl_coef = self.kl_ctl.update(mean_kl, self.num_samples)
+        return shared
+
+    def kl_report(self) -> dict:
+        """KL to the reference over the run vs the configured bound (for summary.json)."""
+        return {**self.kl_stats, "max_kl": self.rl.max_kl, "kl_target": self.rl.kl_target,
+                "final_kl_coef": float(self.objective.kl_coef),
+                "within_bound": None if self.rl.max_kl is None else self.kl_stats["over_bound"] == 0}
 
     @torch.no_grad()
     def _old_forward(self, examples: list[Example], rollout: int) -> tuple[list, list, list]:
@@ -217,13 +251,17 @@ class RolloutSource:
     def save_state(self, checkpoint: Path) -> None:
         """Store the current rollout next to a checkpoint (needed when the checkpoint falls mid-rollout)."""
         if self._id is not None:
-            torch.save({"rollout": self._id, "samples": self._samples}, Path(checkpoint) / STATE_FILE)
+            torch.save({"rollout": self._id, "samples": self._samples, "kl_coef": self.objective.kl_coef,
+                        "kl_stats": self.kl_stats}, Path(checkpoint) / STATE_FILE)
 
     def load_state(self, checkpoint: Path) -> None:
         path = Path(checkpoint) / STATE_FILE
         if path.is_file():
             state = torch.load(path, weights_only=False)
             self._id, self._samples = state["rollout"], state["samples"]
+            if "kl_coef" in state:  # the adapted β after that rollout, and the KL bookkeeping so far
+                self.objective.kl_coef = self.kl_ctl.value = state["kl_coef"]
+                self.kl_stats = state["kl_stats"]
 
 
 @torch.no_grad()

@@ -162,8 +162,9 @@ class RunResult:
 
 def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True) -> RunResult:
     """Train per the config; resume from the output folder's last checkpoint unless `fresh`."""
-    from tunesmith.models.adapters import format_trainable_report, save_adapter, trainable_report
-    from tunesmith.models.heads import save_head
+    from tunesmith.models.adapters import format_trainable_report, trainable_report
+    from tunesmith.models.heads import save_with_heads
+    from tunesmith.evaluation import in_training
     from tunesmith.objectives import build_objective
     from tunesmith.training.checkpoint import TrainState, checkpoints, clean_partial, load_checkpoint, save_checkpoint
     from tunesmith.training.loop import LoopHooks, total_steps, train
@@ -179,8 +180,14 @@ def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True
     objective = build_objective(cfg.train.objective, cfg.align, cfg.rl)
     kind = objective.batch_kind
     data = prepare_data(cfg, kind)
+    suites, best = in_training.setup(cfg, data.tokenizer, has_eval=bool(data.eval))  # train.eval_suites / best_metric
     console.print(f"data: {data.report.summary()}; {len(data.train)} train / {len(data.eval)} eval examples")
     model, ref = prepare_policy(cfg, objective)
+    if ref is not None and cfg.align.precompute_ref_logps:  # reference log-probs once, cached on disk
+        from tunesmith.training.ref_logps import precompute_reference
+
+        ref = precompute_reference(ref, model, cfg, data.tokenizer, [data.train, data.eval])
+        console.print("reference log-probs: " + ", ".join(f"{'reused' if hit else 'computed'} {path}" for path, hit in zip(ref.cache_files, ref.reused)))
     apply_speed_options(model, cfg, objective)
     console.print(format_trainable_report(trainable_report(model)) + (f"; reference: {ref.kind}" if ref else ""))
     if kind == "rollout":  # online RL: the source generates from the policy and scores with the reward
@@ -207,19 +214,27 @@ def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True
         evaluate = lambda: evaluate_prompts(model, data.tokenizer, data.eval, reward, cfg.rl, cfg.train.seed)  # noqa: E731
 
     def save(s):
-        path = save_checkpoint(ckpt_root, model, optimizer, scheduler, s, cfg.train.keep_last)
+        path = save_checkpoint(ckpt_root, model, optimizer, scheduler, s, cfg.train.keep_last,
+                               protect=ckpt_root / f"checkpoint-{s.best_step}" if s.best_step else None)
         if hasattr(source, "save_state"):  # a rollout source stores the rollout a mid-rollout checkpoint needs
             source.save_state(path)
 
-    hooks = LoopHooks(evaluate=evaluate, save=save)
+    hooks = LoopHooks(evaluate=evaluate, save=save, suites=suites, best=best)
     writer = MetricsWriter(out, cfg.output.tensorboard, resume_step=state.step)
+    if kind == "rollout" and evaluate and cfg.rl.eval_at_start and state.step == 0:  # the starting point
+        initial = evaluate()
+        writer.write(0, initial, prefix="eval")
+        hooks.history.append({"step": 0, **{f"initial_{k}": v for k, v in initial.items()}})
+    if suites is not None:
+        suites.model = model
+        if state.step == 0:  # the before-training baseline (step 0) of every eval suite
+            in_training.run_at_start(suites, best, writer)
     try:
         state = train(model, objective, source, optimizer, scheduler, cfg.train, state, writer, hooks, show_progress, ref=ref)
     finally:
         writer.close()
     final_dir = out / ("adapter" if hasattr(model, "peft_config") else "model")
-    save_adapter(model, final_dir)
-    save_head(model, final_dir)
+    save_with_heads(model, final_dir)  # heads (reward, value) go next to the model folder, never inside
     data.tokenizer.save_pretrained(final_dir)
     summary = {
         "steps": state.step,
@@ -230,10 +245,15 @@ def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True
         "reference": ref.kind if ref else None,
         "final_eval": next(({k[5:]: v for k, v in h.items() if k.startswith("eval_")} for h in reversed(hooks.history) if "eval_loss" in h), None),
         "output": str(final_dir),
+        "best_checkpoint": in_training.best_summary(best, state, ckpt_root),
+        "final_suites": in_training.last_suite_metrics(hooks.history),
         "data": {"total": data.report.total, "kept": data.report.kept, "skipped": data.report.reasons},
     }
     if kind == "rollout":  # reward functions that raised / returned non-numbers, counted (fallback used)
         summary["rewards"] = {"calls": reward.stats.calls, "failures": reward.stats.failures, "examples": reward.stats.examples}
         console.print(f"rewards: {reward.stats.summary()}")
+        summary["kl"] = source.kl_report()  # KL to the reference vs rl.max_kl, adapted kl_coef
+        summary["initial_eval"] = next(({k[8:]: v for k, v in h.items() if k.startswith("initial_")}
+                                        for h in hooks.history if h["step"] == 0), None)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return RunResult(summary, model, hooks.history)

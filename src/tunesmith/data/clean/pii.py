@@ -4,6 +4,9 @@ mod-97), API keys and bearer tokens, each replaced by a placeholder such as [EMA
 Every detector is a regex plus a validator, so look-alikes stay: card-length digit runs failing Luhn
 (order numbers), ISBNs, dates, version strings (`v1.2.3.4`, `version 10.0.0.1`), short digit runs.
 Detectors run in priority order and a span claimed by one is not matched again by a later one.
+
+`engine: presidio` (or `both`: ours first, then Presidio on what is left) uses Microsoft Presidio when
+installed (`pip install 'tunesmith[pii]'`), offline; see pii_presidio.py.
 """
 
 from __future__ import annotations
@@ -152,6 +155,15 @@ class PIIConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kinds: list[str] = Field(list(KINDS), description=f"what to redact: any of {', '.join(KINDS)}")
     action: Literal["redact", "remove"] = Field("redact", description="replace items by placeholders, or remove the row")
+    engine: Literal["regex", "presidio", "both"] = Field(
+        "regex", description="regex: built-in detectors with checksums (default); presidio: Microsoft Presidio "
+        "(pip install 'tunesmith[pii]'); both: built-in first, then Presidio on the rest")
+    presidio_entities: list[str] | None = Field(
+        None, description="Presidio entity names to find (default: e-mail, phone, card, IBAN, IP, US SSN/ITIN/"
+        "passport/bank, UK NHS, crypto, MAC; plus PERSON, LOCATION, NRP when spacy_model is set)")
+    presidio_score: float = Field(0.4, ge=0.0, le=1.0, description="lowest Presidio confidence that counts")
+    spacy_model: str | None = Field(None, description="an installed spaCy package for Presidio's NER "
+                                    "(names, places); default: a blank pipeline, pattern recognizers only")
 
     @field_validator("kinds")
     @classmethod
@@ -166,11 +178,27 @@ class PIIStage:
     def __init__(self, cfg: PIIConfig):
         self.cfg = cfg
         self.found: dict[str, int] = {}  # kind -> items redacted
+        self.redactors: list[Callable[[str], tuple[str, list[str]]]] = []
+        if cfg.engine in ("regex", "both"):
+            self.redactors.append(lambda text: redact(text, cfg.kinds))
+        if cfg.engine in ("presidio", "both"):
+            from tunesmith.data.clean import pii_presidio as pp
+
+            entities = cfg.presidio_entities or [*pp.DEFAULT_ENTITIES, *(pp.NER_ENTITIES if cfg.spacy_model else ())]
+            pp.analyzer(cfg.spacy_model)  # fail now (not installed, unknown model), before any row is read
+            self.redactors.append(lambda text: pp.redact_presidio(text, entities, cfg.presidio_score, cfg.spacy_model))
+
+    def _redact(self, text: str) -> tuple[str, list[str]]:
+        found: list[str] = []
+        for fn in self.redactors:
+            text, kinds = fn(text)
+            found += kinds
+        return text, found
 
     def __call__(self, item: Item) -> Verdict | None:
         kinds_in_row: list[str] = []
         for slot in item.slots:
-            new, kinds = redact(slot.text, self.cfg.kinds)
+            new, kinds = self._redact(slot.text)
             if kinds:
                 kinds_in_row += kinds
                 if self.cfg.action == "redact":

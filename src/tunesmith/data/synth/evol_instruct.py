@@ -3,14 +3,21 @@
 In-depth evolving adds constraints, deepens, concretizes or asks for more reasoning steps; in-breadth
 evolving creates a new, rarer instruction of the same domain. Prompts follow the paper's appendix. Each item
 draws its evolution from a RNG seeded by (seed, item id), so a rerun makes the same choice. Round r evolves
-the instructions kept in round r-1. Failed evolutions are eliminated (paper Sec. 3.3): unchanged or
-near-copies of the original, too short, template words left in ("#Rewritten Prompt#"), or an answer that is
-empty or a short apology.
+the instructions kept in round r-1. Failed evolutions are eliminated (paper Sec. 3.3), each with its reason
+in OUT.rejected.jsonl and counted in the stats:
+
+1. no information gain: the model itself (local or endpoint) is asked the paper's "Equal or Not Equal"
+   question about original vs evolved instruction (greedy, `judge=True`); "Equal" eliminates. Cheaper
+   checks come first: unchanged or near-copies of the original (ROUGE-L), too short;
+2. the answer is a short apology ("sorry", under 80 words), or (3) only punctuation and stop words;
+   we also drop answers under `min_response_words` words and answers that copy the instruction;
+4. the evolved text copies words of the evolving prompt ("#Rewritten Prompt#", "given prompt").
 """
 
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 from tunesmith.data.synth.backends import Backend
@@ -50,6 +57,13 @@ DEPTH_METHODS = {
     "reasoning": "If #The Given Prompt# can be solved with just a few simple thinking processes, you can rewrite it to explicitly request multiple-step reasoning.",
 }
 EVOLUTIONS = (*DEPTH_METHODS, "breadth")
+EQUAL = """Here are two Instructions to ChatGPT AI, do you think they are equal to each other, which meet the following requirements:
+1. They have same constraints and requirments.
+2. They have same depth and breadth of the inquiry.
+The First Prompt: {first}
+The Second Prompt: {second}
+Your Judgement (Just answer: Equal or Not Equal. No need to explain the reason.):"""
+JUDGE_TOKENS = 16
 LEFTOVERS = ("#rewritten prompt#", "#given prompt#", "#the given prompt#", "#created prompt#", "given prompt",
              "rewritten prompt", "created prompt")
 LABELS = ("#Rewritten Prompt#:", "#Rewritten Prompt#", "#Created Prompt#:", "#Created Prompt#", "Rewritten Prompt:", "Created Prompt:")
@@ -83,13 +97,33 @@ def evolution_problem(original: str, evolved: str, kind: str, copy_threshold: fl
     return None
 
 
-def response_problem(response: str) -> str | None:
-    """Paper's rules 2-3: a short apology, or an answer of only punctuation and stop words."""
+def response_problem(response: str, instruction: str = "", min_words: int = 3) -> str | None:
+    """Paper's rules 2-3 (a short apology; only punctuation and stop words), then too short, or a copy of
+    the instruction."""
     words = tokens(response)
     if not [w for w in words if w not in STOPWORDS]:
         return "empty response"
     if "sorry" in words and len(words) < 80:
         return "refusal response"
+    if len(words) < min_words:
+        return "too short response"
+    if instruction and (words == tokens(instruction) or rouge_l(instruction, response) >= 0.9):
+        return "response copies the prompt"
+    return None
+
+
+def equality_prompt(original: str, evolved: str) -> str:
+    """The paper's elimination prompt: does the evolved instruction gain anything over the original?"""
+    return EQUAL.format(first=original, second=evolved)
+
+
+def parse_equality(text: str | None) -> bool | None:
+    """True for "Equal" (no information gain), False for "Not Equal", None when the reply says neither."""
+    low = " ".join(tokens(text or ""))
+    if re.search(r"\b(?:not equal|unequal|not the same)\b", low):
+        return False
+    if re.search(r"\bequal\b", low):
+        return True
     return None
 
 
@@ -103,8 +137,28 @@ def _round_items(output: ResumableOutput, round_no: int) -> list[Item]:
     return items
 
 
-def _step(backend: Backend, round_no: int, seed: int, respond: bool, temperature: float, max_new_tokens: int,
-          kinds: tuple[str, ...], report: SynthReport):
+def _judge(backend: Backend, candidates: list[tuple[int, Item, str, str]], seed: int, report: SynthReport,
+           outcomes: dict[int, Outcome]) -> list[tuple[int, Item, str, str]]:
+    """Rule 1: ask the model whether each evolution is Equal to its original; keep the Not Equal ones
+    (and, counted, the ones whose reply says neither); a failed request fails the item (retried later)."""
+    prompts = [[{"role": "user", "content": equality_prompt(it.prompt, text)}] for _, it, _, text in candidates]
+    replies = backend.complete(prompts, 0.0, JUDGE_TOKENS, seed) if candidates else []
+    kept = []
+    for (i, it, kind, text), reply in zip(candidates, replies):
+        verdict = parse_equality(reply)
+        if reply is None:
+            outcomes[i] = Outcome(it, failed=True)
+        elif verdict is True:
+            outcomes[i] = Outcome(it, reject="no information gain", detail={"evolution": kind, "evolved": text, "judge": reply.strip()})
+        else:
+            if verdict is None:
+                report.count("unparsable equality judgements")
+            kept.append((i, it, kind, text))
+    return kept
+
+
+def _step(backend: Backend, round_no: int, seed: int, respond: bool, judge: bool, temperature: float,
+          max_new_tokens: int, kinds: tuple[str, ...], report: SynthReport, min_response_words: int = 3):
     def step(batch: list[Item]) -> list[Outcome]:
         chosen = [choose_evolution(it.id, seed, kinds) for it in batch]
         prompts = [[{"role": "user", "content": evolution_prompt(k, it.prompt)}] for k, it in zip(chosen, batch)]
@@ -122,16 +176,18 @@ def _step(backend: Backend, round_no: int, seed: int, respond: bool, temperature
                 outcomes[i] = Outcome(it, reject=problem, detail={"evolution": kind, "evolved": text})
             else:
                 survivors.append((i, it, kind, text))
+        if judge:
+            survivors = _judge(backend, survivors, seed, report, outcomes)
         answers = backend.complete([[{"role": "user", "content": s[3]}] for s in survivors], temperature,
                                    max_new_tokens, seed) if respond and survivors else [None] * len(survivors)
         for (i, it, kind, text), answer in zip(survivors, answers):
             row = {"id": it.id, "instruction": text, "evolution": kind, "round": round_no,
                    "parent": it.row.get("id", it.id), "original": it.prompt}
-            problem = response_problem(answer) if respond and answer is not None else None
+            problem = response_problem(answer, text, min_response_words) if respond and answer is not None else None
             if respond and answer is None:
                 outcomes[i] = Outcome(it, failed=True)
             elif problem:
-                outcomes[i] = Outcome(it, reject=problem, detail={"evolution": kind, "evolved": text})
+                outcomes[i] = Outcome(it, reject=problem, detail={"evolution": kind, "evolved": text, "response": answer})
             else:
                 outcomes[i] = Outcome(it, rows={"rows": [row | ({"output": answer.strip()} if respond else {})]})
         return [outcomes[i] for i in range(len(batch))]
@@ -140,9 +196,11 @@ def _step(backend: Backend, round_no: int, seed: int, respond: bool, temperature
 
 
 def evol_instruct(inputs: str | Path, out: str | Path, backend: Backend, *, rounds: int = 1, respond: bool = True,
-                  kinds: tuple[str, ...] = EVOLUTIONS, temperature: float = 0.7, max_new_tokens: int = 256,
-                  batch_size: int = 8, limit: int | None = None, seed: int = 0, progress: bool = True) -> SynthReport:
-    """Evolve every instruction of `inputs` for `rounds` rounds; rows go to `out`, eliminations to OUT.rejected.jsonl."""
+                  judge: bool = True, kinds: tuple[str, ...] = EVOLUTIONS, temperature: float = 0.7,
+                  max_new_tokens: int = 256, min_response_words: int = 3, batch_size: int = 8,
+                  limit: int | None = None, seed: int = 0, progress: bool = True) -> SynthReport:
+    """Evolve every instruction of `inputs` for `rounds` rounds; rows go to `out`, eliminations to OUT.rejected.jsonl.
+    `judge` asks the model the paper's Equal / Not Equal question (one greedy request per surviving evolution)."""
     unknown = [k for k in kinds if k not in EVOLUTIONS]
     if unknown:
         from tunesmith.errors import TunesmithError
@@ -159,7 +217,8 @@ def evol_instruct(inputs: str | Path, out: str | Path, backend: Backend, *, roun
             left = None if limit is None else limit - report.processed
             if left is not None and left <= 0:
                 break
-            step = _step(backend, round_no, seed, respond, temperature, max_new_tokens, tuple(kinds), report)
+            step = _step(backend, round_no, seed, respond, judge, temperature, max_new_tokens, tuple(kinds), report,
+                         min_response_words)
             run_items(batch_items, output, step, report, batch_size=batch_size, limit=left,
                       label=f"evol-instruct round {round_no}", progress=progress)
     return report
