@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from tunesmith.data.templates import Example
+from tunesmith.data.versioning import file_sha256
 from tunesmith.errors import InputProblem, SkipReport
 
 if TYPE_CHECKING:
@@ -39,15 +40,6 @@ def default_dir() -> Path:
     from tunesmith.models.load import cache_dir
 
     return cache_dir() / "tokenized"
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tokenizer_digest(tokenizer) -> str:
@@ -70,7 +62,7 @@ def cache_key(sources: list[DataSource], tokenizer, data_cfg: DataConfig) -> str
     """Key over files (path, content, format, columns), tokenizer + template, and the data settings."""
     from tunesmith import __version__
 
-    files = [[s.path, file_digest(s.path), s.format, sorted(s.columns.items())] for s in sources]
+    files = [[s.path, file_sha256(s.path), s.format, sorted(s.columns.items())] for s in sources]
     settings = {name: getattr(data_cfg, name) for name in DATA_FIELDS}
     payload = json.dumps([CACHE_FORMAT, __version__, files, tokenizer_digest(tokenizer), settings], default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]

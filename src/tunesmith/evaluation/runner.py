@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from tunesmith.data.versioning import file_sha256
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluation.config import EvalConfig, ModelSpec, SuiteSpec
 from tunesmith.evaluation.suites import SUITES, settings_for
@@ -30,11 +31,7 @@ def file_digest(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _digests:
-        h = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                h.update(chunk)
-        _digests[key] = h.hexdigest()
+        _digests[key] = file_sha256(path)
     return _digests[key]
 
 

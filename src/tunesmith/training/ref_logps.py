@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from tunesmith.data.versioning import file_sha256
 from tunesmith.errors import TunesmithError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json", ".model")
@@ -49,10 +50,7 @@ def _hash_files(folder: str | Path | None) -> str:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     digest = hashlib.sha256()
     for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        digest.update(f"{file.name}:{file_sha256(file)}\n".encode())
     return digest.hexdigest()
 
 
