@@ -4,8 +4,8 @@ fine-tuning (SFTTrainer) and LoRA DPO (DPOTrainer), chosen with `--job lora|full
 Each run is a fresh subprocess (clean peak-RSS measurement); runs alternate between implementations so
 slow drifts in machine load hit both. Reports real (non-padding) tokens/s as the median of per-step rates
 after warm-up, the aggregate rate, step time, peak RSS and final loss; checks `tunesmith estimate`'s memory
-figure against tunesmith's measured peak RSS; writes bench/results/<date>-<machine>.json and the table in
-bench/README.md.
+figure (with each variant's checkpointing, CE chunk and dtype) against each tunesmith variant's peak RSS;
+writes bench/results/<date>-<machine>.json and the table in bench/README.md.
 
     python bench/sft_vs_trl.py [--job lora] [--steps 12] [--rounds 1] [--variants tunesmith,trl] [--warmup 2]
 
@@ -268,21 +268,69 @@ def spawn(name: str, args: argparse.Namespace) -> dict:
     return out
 
 
+def estimate_settings(overrides: dict) -> dict | None:
+    """`estimate()` keyword arguments for a tunesmith variant's config overrides (None: a variant it does not model)."""
+    from tunesmith.config.schema import TrainConfig
+
+    if overrides.get("compile"):
+        return None  # torch.compile's fused graphs save other tensors than eager mode
+    defaults = TrainConfig()
+    checkpointing = overrides.get("gradient_checkpointing", defaults.gradient_checkpointing)
+    return {"checkpoint_every": overrides.get("checkpoint_every", defaults.checkpoint_every) if checkpointing else 0,
+            "ce_chunk_size": overrides.get("ce_chunk_size", defaults.ce_chunk_size), "base_dtype": overrides.get("dtype", "bf16"),
+            "low_memory_malloc": overrides.get("low_memory_malloc", defaults.low_memory_malloc)}
+
+
+def _estimate_flags(settings: dict) -> str:
+    """The `tunesmith estimate` options that differ from its defaults, as typed on the command line."""
+    flags = {"checkpoint_every": ("--checkpoint-every", 0), "ce_chunk_size": ("--ce-chunk-size", 1024),
+             "base_dtype": ("--base-dtype", "bf16"), "low_memory_malloc": ("--low-memory-malloc", False)}
+    out = []
+    for key, (flag, default) in flags.items():
+        if settings.get(key, default) != default:
+            out.append(flag if isinstance(default, bool) else f"{flag} {settings[key]}")
+    return " ".join(out)
+
+
 def check_estimate(args: argparse.Namespace, runs: list[dict]) -> dict:
-    """`tunesmith estimate` for the default tunesmith run vs its measured peak RSS (target: within 25%; SFT jobs)."""
+    """`tunesmith estimate` for each tunesmith variant (with its checkpointing, CE chunk, dtype) vs its measured
+    peak RSS (target: within 25%; SFT jobs). Top-level keys: the default variant; `variants`: every variant."""
     from tunesmith.estimate import estimate
 
     job = JOBS[args.job]
     if job["objective"] != "sft":
         return {"skipped": f"estimate covers SFT only, not {job['objective']}"}
     config = json.loads((Path(args.model) / "config.json").read_text())
-    est = estimate(config, job["method"], job["batch"], JOB["max_length"], "cpu", JOB["r"], peak_flops=1.0)
-    measured = [r["peak_rss_mb"] for r in runs if r.get("impl") == "tunesmith" and "error" not in r]
-    if not measured:
-        return {"estimate_gib": est.total_gib, "breakdown_gib": est.memory_gib}
-    peak_gib = statistics.median(measured) / 1024
-    return {"estimate_gib": est.total_gib, "breakdown_gib": est.memory_gib, "measured_peak_rss_gib": round(peak_gib, 3),
-            "relative_error": round(est.total_gib / peak_gib - 1, 3), "within_25pct": abs(est.total_gib / peak_gib - 1) <= 0.25}
+    checks: dict[str, dict] = {}
+    for name in dict.fromkeys(["tunesmith", *(r["impl"] for r in runs if r.get("impl") in VARIANTS)]):
+        settings = estimate_settings(VARIANTS[name])
+        if settings is None:
+            checks[name] = {"skipped": "torch.compile is not modelled"}
+            continue
+        est = estimate(config, job["method"], job["batch"], JOB["max_length"], "cpu", JOB["r"], peak_flops=1.0, **settings)
+        check = {"estimate_gib": est.total_gib, "breakdown_gib": est.memory_gib, "flags": _estimate_flags(settings)}
+        measured = [r["peak_rss_mb"] for r in runs if r.get("impl") == name and "error" not in r]
+        if measured:
+            peak_gib = statistics.median(measured) / 1024
+            check.update(measured_peak_rss_gib=round(peak_gib, 3), relative_error=round(est.total_gib / peak_gib - 1, 3),
+                         within_25pct=abs(est.total_gib / peak_gib - 1) <= 0.25)
+        checks[name] = check
+    return {**{k: v for k, v in checks["tunesmith"].items() if k != "flags"}, "variants": checks}
+
+
+def estimate_lines(record: dict, job: str) -> list[str]:
+    """README lines: one per variant whose estimate was checked against a measured peak (older records: one)."""
+    est = record["estimate_check"]
+    checks = est.get("variants") or {"tunesmith": est}
+    measured = {n: c for n, c in checks.items() if "measured_peak_rss_gib" in c}
+    lines = []
+    for name, c in measured.items():
+        options = f", {c['flags']}" if c.get("flags") else ""
+        variant = "" if list(measured) == ["tunesmith"] else f"{name}: "
+        lines.append(f"{'- ' if variant else ''}{variant}`tunesmith estimate` ({JOBS[job]['method']}, batch {JOBS[job]['batch']} x 512{options}): "
+                     f"{c['estimate_gib']} GiB vs measured peak RSS {c['measured_peak_rss_gib']} GiB "
+                     f"({c['relative_error']:+.0%}; within 25%: {c['within_25pct']}).")
+    return lines
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -339,10 +387,9 @@ def update_readme(readme: Path, record: dict, result_file: str) -> None:
     for name, row in compiled.items():
         lines += ["", f"{name}: torch.compile took {row['compile_s']} s (dynamo + AOT backward timers, median of runs); "
                       f"steady-state {row['tokens_per_s_steady']} tokens/s over post-warm-up steps that compiled nothing."]
-    est = record["estimate_check"]
-    if "measured_peak_rss_gib" in est:
-        lines += ["", f"`tunesmith estimate` ({JOBS[job]['method']}, batch {JOBS[job]['batch']} x 512): {est['estimate_gib']} GiB vs measured peak RSS "
-                      f"{est['measured_peak_rss_gib']} GiB ({est['relative_error']:+.0%}; within 25%: {est['within_25pct']})."]
+    checked = estimate_lines(record, job)
+    if checked:
+        lines += ["", *checked]
     lines += ["", end]
     text = readme.read_text() if readme.exists() else f"# bench\n\n{start}\n{end}\n"
     if start not in text:

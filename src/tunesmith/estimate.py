@@ -1,13 +1,40 @@
 """Memory and throughput estimate for a model x method x batch x sequence length, before launch.
 
-Reads only the model's config.json (no weights). Memory terms, in bytes:
-- weights: full = 4 B/param (fp32 master weights); lora = base in bf16 (2 B) + adapters fp32;
-  qlora = linear weights in NF4 with double quantisation (~4.13 bits, Dettmers et al. 2023) + the rest bf16.
-- gradients: 4 B per trainable parameter; optimizer: AdamW's two fp32 moments, 8 B per trainable parameter.
-- activations: tensors saved for backward, per token and layer (bf16 autocast; LoRA adds the inputs its
-  adapters save); with gradient checkpointing only block inputs plus one block's activations.
-- logits: the LM head at supervised positions in chunks of `ce_chunk_size` (fp32 logits + bf16 gradient).
-- runtime: the framework itself (Python, torch, kernels; CPU process RSS or CUDA context).
+Reads only the model's config.json (no weights). The memory figure is the steady-state peak of a training step
+(optimizer state allocated, longest batch), as process RSS on CPU. Terms, in bytes (h hidden, i intermediate,
+q/kv attention widths, V vocab, T tokens = batch x seq_len, L blocks, e activation element size):
+- weights: full = 4 B/param (tunesmith trains everything in fp32, so the run has no autocast); lora = base in
+  bf16 (2 B; fp32 with `base_dtype="fp32"`) + adapters fp32; qlora = linear weights in NF4 with double
+  quantisation (~4.13 bits, Dettmers et al. 2023) + the rest bf16.
+- gradients: those alive at the peak. The peak is at the end of the forward pass (LM head chunk, below), when the
+  only gradient in memory is the LM head's, which the chunked CE computes during forward (full: 4Vh fp32). Block
+  gradients (4 B per trainable parameter) appear in backward as the activations they replace are freed, so they
+  count only beyond those, or all of them when `grad_accum` > 1 (earlier micro-batches' gradients stay).
+- optimizer: AdamW's two fp32 moments, 8 B per trainable parameter.
+- activations: tensors saved for backward per token and block, measured with saved-tensor hooks
+  (tests/unit/test_estimate.py): both RMSNorms' fp32 inputs (8h), their outputs that the next linears save
+  (2eh), rotary q and k, v and the attention output (2e(q+kv)), four intermediate-wide MLP tensors (gate out,
+  SiLU out, up out, their product: 4ei), SDPA's fp32 log-sum-exp (4 x heads); full adds the normalised fp32
+  inputs that the trainable norm weights multiply (8h); LoRA adds its rank-r intermediates (e r per adapter;
+  adapters reuse the input their base layer saved). e = 2 under bf16 autocast (lora/qlora on a bf16 base), 4 in
+  fp32. SmolLM2-135M: 22.5 KB per token and block for LoRA, 44.6 KB for full. With gradient checkpointing a
+  recomputed block keeps only its input (eh) and backward rebuilds one block at a time (counted on top).
+- logits: the LM head at every position in chunks of `ce_chunk_size`: while a chunk's bf16 logits and their
+  fp32 copy are built, the previous chunk's fp32 logits and bf16 softmax gradient are still referenced, so
+  12 B per chunk position x V (8 B when one chunk covers all; 12 B for `ce_chunk_size=0`, where backward holds
+  the saved log-probs, their gradient and its input gradient); plus the hidden states and dL/dh (2 x 2h per token).
+- allocator: CPU only. glibc's malloc serves the per-block tensors (< 32 MiB) from its heap and keeps the holes
+  that a block's freed temporaries leave between the tensors that stay alive; the next block cannot reuse all
+  of them, so the heap grows beyond the live tensors. Measured on SmolLM2-135M (RSS minus live tensor bytes
+  from torch.profiler): 6.9 KB per token and block with checkpointing, 11.5 KB for LoRA, 8.4 KB for full,
+  proportional to tokens; modelled as 4(h + i) B per token and block. `train.low_memory_malloc` (mmap threshold
+  pinned to 128 KiB) returns freed tensors to the OS, which removes the term (RSS then matches live bytes to 1%).
+- runtime: the framework itself (Python, torch, transformers, peft, the tokenizer and the tokenised data; CPU
+  process RSS before the first step minus the weights, measured 0.43 GiB; or the CUDA context).
+Measured against tunesmith runs of the bench job (bench/sft_vs_trl.py, SmolLM2-135M, batch 8 x 512 tokens):
+LoRA 5.31 GiB peak RSS (estimate -8%), with checkpointing 2.17 GiB (+16%), full 7.81 GiB (+11%: its peak
+came in step 1, before the optimizer state exists; the estimate is the steady state), full with checkpointing
+4.63 GiB (-13%); LoRA with train.low_memory_malloc 3.88 GiB (+1%).
 Throughput: FLOPs per token ~ 6N (full) or ~4N (LoRA/QLoRA: forward 2N + input gradients 2N; the adapters'
 weight gradients are negligible; Kaplan et al. 2020) plus attention, divided into the device's sustained
 matmul rate times an efficiency measured for tunesmith on that device class.
@@ -22,15 +49,18 @@ from pathlib import Path
 
 GIB = 1024**3
 METHODS = ("full", "lora", "qlora")
-# bf16 dense matmul peak (FLOP/s) and the share of it a training step sustains (calibrated by bench/).
+BASE_DTYPES = ("bf16", "fp32")
+# bf16 dense matmul peak (FLOP/s), the share of it a training step sustains (calibrated by bench/), the
+# framework's own memory, and whether glibc's heap retention applies (CPU processes only).
 DEVICES: dict[str, dict[str, float]] = {
-    "cpu": {"peak_flops": 0.0, "efficiency": 0.30, "runtime_bytes": 0.75 * GIB},  # peak measured at run time
-    "h100": {"peak_flops": 989e12, "efficiency": 0.35, "runtime_bytes": 0.6 * GIB},
-    "h200": {"peak_flops": 989e12, "efficiency": 0.35, "runtime_bytes": 0.6 * GIB},
-    "a100": {"peak_flops": 312e12, "efficiency": 0.35, "runtime_bytes": 0.6 * GIB},
-    "rtx4090": {"peak_flops": 165e12, "efficiency": 0.30, "runtime_bytes": 0.5 * GIB},
+    "cpu": {"peak_flops": 0.0, "efficiency": 0.30, "runtime_bytes": 0.45 * GIB, "allocator": 1.0},  # peak measured at run time
+    "h100": {"peak_flops": 989e12, "efficiency": 0.35, "runtime_bytes": 0.6 * GIB, "allocator": 0.0},
+    "h200": {"peak_flops": 989e12, "efficiency": 0.35, "runtime_bytes": 0.6 * GIB, "allocator": 0.0},
+    "a100": {"peak_flops": 312e12, "efficiency": 0.35, "runtime_bytes": 0.6 * GIB, "allocator": 0.0},
+    "rtx4090": {"peak_flops": 165e12, "efficiency": 0.30, "runtime_bytes": 0.5 * GIB, "allocator": 0.0},
 }
 NF4_BYTES = 4.127 / 8  # 4-bit NormalFloat + double-quantised absmax scales
+CE_BYTES_MULTI, CE_BYTES_SINGLE = 12, 8  # bytes per (position x vocab) entry alive in the LM head chunk loop
 
 
 @dataclass
@@ -44,13 +74,15 @@ class Shape:
     q_dim: int  # heads * head_dim
     kv_dim: int  # kv heads * head_dim
     tied: bool
+    heads: int = 0  # attention heads (SDPA keeps a fp32 log-sum-exp per head and token)
 
     @classmethod
     def from_config(cls, cfg: dict) -> Shape:
         heads = cfg["num_attention_heads"]
         head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
         return cls(cfg["vocab_size"], cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"],
-                   heads * head_dim, cfg.get("num_key_value_heads", heads) * head_dim, bool(cfg.get("tie_word_embeddings", False)))
+                   heads * head_dim, cfg.get("num_key_value_heads", heads) * head_dim, bool(cfg.get("tie_word_embeddings", False)),
+                   heads)
 
     def linears(self) -> list[tuple[int, int]]:
         """(in, out) of every linear layer in one block: q, k, v, o, gate, up, down."""
@@ -68,17 +100,35 @@ class Shape:
         return self.layers * sum(r * (a + b) for a, b in self.linears())
 
 
-def activation_bytes_per_token_layer(s: Shape, method: str, r: int = 16) -> float:
-    """Bytes saved for backward per token per block under bf16 autocast.
+def activation_element_bytes(method: str, base_dtype: str = "bf16") -> int:
+    """Bytes per saved activation element: 2 under bf16 autocast (adapters on a bf16 base), else 4 (full: fp32)."""
+    return 2 if method != "full" and base_dtype == "bf16" else 4
 
-    Calibrated with torch's saved-tensor hooks on a SmolLM2 block (tests/unit/test_estimate.py): the two
-    RMSNorms' fp32 inputs (8h), rotary q and k, v and the attention output (2 B each), and three
-    intermediate-wide bf16 tensors of the gated MLP (6i). LoRA adds only its rank-r intermediates, because
-    tunesmith lets adapters reuse the bf16 input their base layer saved.
+
+def activation_bytes_per_token_layer(s: Shape, method: str, r: int = 16, base_dtype: str = "bf16") -> float:
+    """Bytes saved for backward per token per block (terms in the module docstring).
+
+    Measured with torch's saved-tensor hooks on SmolLM2-shaped blocks (tests/unit/test_estimate.py): LoRA on a
+    bf16 base 22.5 KB, full (fp32) 44.6 KB per token on SmolLM2-135M.
     """
     h, i, q, kv = s.hidden, s.intermediate, s.q_dim, s.kv_dim
-    adapters = 2 * r * len(s.linears()) if method in ("lora", "qlora") else 0
-    return float(8 * h + 4 * (q + kv) + 6 * i + adapters)
+    e = activation_element_bytes(method, base_dtype)
+    norms = 8 * h + 2 * e * h + (8 * h if method == "full" else 0)  # fp32 inputs, outputs; full: normalised inputs
+    attention = 2 * e * (q + kv) + 4 * s.heads
+    adapters = e * r * len(s.linears()) if method in ("lora", "qlora") else 0
+    return float(norms + attention + 4 * e * i + adapters)
+
+
+def allocator_bytes_per_token_layer(s: Shape) -> float:
+    """glibc heap kept beyond the live tensors, per token and block (CPU; measured 6.9-11.5 KB on SmolLM2-135M)."""
+    return float(4 * (s.hidden + s.intermediate))
+
+
+def logits_bytes(s: Shape, tokens: int, ce_chunk_size: int) -> float:
+    """The LM head's transient at the peak: chunk logits (see CE_BYTES_*) plus hidden states and dL/dh."""
+    chunk = min(tokens, ce_chunk_size) if ce_chunk_size > 0 else tokens
+    per_entry = CE_BYTES_MULTI if ce_chunk_size <= 0 or tokens > ce_chunk_size else CE_BYTES_SINGLE
+    return float(chunk * s.vocab * per_entry + tokens * s.hidden * 2 * 2)
 
 
 @dataclass
@@ -100,22 +150,29 @@ class Estimate:
 
 
 def memory_terms(s: Shape, method: str, batch: int, seq_len: int, r: int, checkpoint_every: int,
-                 ce_chunk_size: int, runtime_bytes: float) -> tuple[dict[str, float], int]:
-    """Memory breakdown in bytes and the trainable parameter count (`checkpoint_every`: 0 = no activation
-    checkpointing, n = every n-th block recomputed in backward)."""
+                 ce_chunk_size: int, runtime_bytes: float, base_dtype: str = "bf16", grad_accum: int = 1,
+                 allocator: bool = False) -> tuple[dict[str, float], int]:
+    """Memory breakdown in bytes at the step's peak and the trainable parameter count (`checkpoint_every`: 0 = no
+    activation checkpointing, n = every n-th block recomputed in backward; `allocator`: add glibc heap retention)."""
     n = s.params()
     trainable = n if method == "full" else s.lora_params(r)
     linear = s.layers * s.block_linear_params()
-    weights = {"full": 4 * n, "lora": 2 * n + 4 * trainable, "qlora": NF4_BYTES * linear + 2 * (n - linear) + 4 * trainable}[method]
+    base = 2 if base_dtype == "bf16" else 4
+    weights = {"full": 4 * n, "lora": base * n + 4 * trainable,
+               "qlora": NF4_BYTES * linear + 2 * (n - linear) + 4 * trainable}[method]
     tokens = batch * seq_len
-    per_layer = activation_bytes_per_token_layer(s, method, r)
+    e = activation_element_bytes(method, base_dtype)
+    per_layer = activation_bytes_per_token_layer(s, method, r, base_dtype)
     recomputed = -(-s.layers // checkpoint_every) if checkpoint_every > 0 else 0  # ceil(L / n) blocks
     kept = s.layers - recomputed
-    activations = tokens * (recomputed * 2 * s.hidden + kept * per_layer + (per_layer if recomputed else 0))
-    chunk = min(tokens, ce_chunk_size) if ce_chunk_size > 0 else tokens
-    logits = chunk * s.vocab * (4 + 2) + tokens * s.hidden * 2 * 2  # one chunk's logits + saved dL/dh
-    terms = {"weights": weights, "gradients": 4 * trainable, "optimizer": 8 * trainable,
-             "activations": activations, "logits": logits, "runtime": runtime_bytes}
+    activations = tokens * (recomputed * e * s.hidden + kept * per_layer + (per_layer if recomputed else 0))
+    logits = logits_bytes(s, tokens, ce_chunk_size)
+    head_grad = 4 * s.vocab * s.hidden if method == "full" else 0  # computed in forward by the chunked CE
+    blocks_grad = 4 * trainable - head_grad
+    gradients = head_grad + (blocks_grad if grad_accum > 1 else max(0.0, blocks_grad - activations - logits))
+    retained = tokens * s.layers * allocator_bytes_per_token_layer(s) if allocator else 0.0
+    terms = {"weights": weights, "gradients": gradients, "optimizer": 8 * trainable, "activations": activations,
+             "logits": logits, "allocator": retained, "runtime": runtime_bytes}
     return terms, trainable
 
 
@@ -151,17 +208,22 @@ def read_model_config(model: str) -> tuple[str, dict]:
 
 def estimate(model_config: dict, method: str, batch: int, seq_len: int, device: str = "cpu", r: int = 16,
              checkpoint_every: int = 0, ce_chunk_size: int = 1024, peak_flops: float | None = None,
-             name: str = "") -> Estimate:
-    """The full estimate; `peak_flops` overrides the device table (for CPU it is measured when not given)."""
+             name: str = "", base_dtype: str = "bf16", grad_accum: int = 1, low_memory_malloc: bool = False) -> Estimate:
+    """The full estimate; `peak_flops` overrides the device table (for CPU it is measured when not given).
+    `base_dtype`: the frozen base's dtype (model.dtype; full always trains fp32); `low_memory_malloc`: the
+    train option that removes glibc's heap retention on CPU."""
     from tunesmith.errors import TunesmithError
 
     if method not in METHODS:
         raise TunesmithError(f"--method: unknown method '{method}' (use {', '.join(METHODS)})")
     if device not in DEVICES:
         raise TunesmithError(f"--device: unknown device '{device}' (known: {', '.join(DEVICES)})")
+    if base_dtype not in BASE_DTYPES:
+        raise TunesmithError(f"--base-dtype: unknown dtype '{base_dtype}' (use {', '.join(BASE_DTYPES)})")
     spec = DEVICES[device]
     s = Shape.from_config(model_config)
-    terms, trainable = memory_terms(s, method, batch, seq_len, r, checkpoint_every, ce_chunk_size, spec["runtime_bytes"])
+    terms, trainable = memory_terms(s, method, batch, seq_len, r, checkpoint_every, ce_chunk_size, spec["runtime_bytes"],
+                                    base_dtype, grad_accum, bool(spec["allocator"]) and not low_memory_malloc)
     peak = peak_flops or spec["peak_flops"] or measure_cpu_bf16_flops()
     recompute = 1 / checkpoint_every if checkpoint_every > 0 else 0.0  # share of blocks run forward twice
     fpt = flops_per_token(s, method, seq_len) * (1 + recompute * (2 / (6 if method == "full" else 4)))

@@ -20,13 +20,17 @@ def estimate_command(
     device: str = typer.Option("cpu", "--device", help="cpu (matmul rate measured now), h100, h200, a100, rtx4090"),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0, help="activation checkpointing: 0 off, 1 every block, n every n-th"),
     ce_chunk_size: int = typer.Option(1024, "--ce-chunk-size", min=0, help="LM head chunk (train.ce_chunk_size); 0 = whole"),
+    base_dtype: str = typer.Option("bf16", "--base-dtype", help="frozen base dtype (model.dtype): bf16 | fp32; full trains fp32"),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="micro-batches per step (train.grad_accum): >1 keeps gradients during forward"),
+    low_memory_malloc: bool = typer.Option(False, "--low-memory-malloc", help="train.low_memory_malloc: no glibc heap retention (CPU)"),
     as_json: bool = typer.Option(False, "--json", help="print the estimate as JSON"),
 ) -> None:
-    """Memory (weights, gradients, optimizer, activations, logits, runtime) and expected tokens/s."""
+    """Peak memory (weights, gradients, optimizer, activations, logits, allocator, runtime) and expected tokens/s."""
     from tunesmith.estimate import estimate, read_model_config
 
     path, config = read_model_config(model)
-    result = estimate(config, method, batch, seq_len, device, rank, checkpoint_every, ce_chunk_size, name=path)
+    result = estimate(config, method, batch, seq_len, device, rank, checkpoint_every, ce_chunk_size, name=path,
+                      base_dtype=base_dtype, grad_accum=grad_accum, low_memory_malloc=low_memory_malloc)
     if as_json:
         console.print_json(json.dumps(result.as_dict()))
         return

@@ -40,18 +40,14 @@ def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 9
     Returns score_json_extraction's metrics plus timing and the first few (request, output, target) samples.
     The tokenizer must already carry the chat template used in training (see `load_for_inference`).
     """
-    from tunesmith.data.templates import render_prompt, stop_token_ids
-    from tunesmith.serving.engine import generate
     from tunesmith.tasks.json_prefs import behaviour_report
+    from tunesmith.tasks.policy_prefs import greedy_answers
     from tunesmith.tasks.scoring import score_json_extraction
 
     conversations, targets = load_eval_rows(eval_path)
-    prompts = [render_prompt(c, tokenizer) for c in conversations]
     started = time.perf_counter()
-    results = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
-                       batch_size=batch_size, stop_ids=stop_token_ids(tokenizer))
+    outputs = greedy_answers(model, tokenizer, conversations, max_new_tokens, batch_size)
     seconds = time.perf_counter() - started
-    outputs = [r.text for r in results]
     scores = score_json_extraction(outputs, targets)
     scores["generation_seconds"] = round(seconds, 3)
     scores["behaviour"] = behaviour_report(outputs, targets)  # per failure kind (tasks/json_prefs.py), verbose rate
@@ -99,13 +95,52 @@ def make_prefs_command(
     n_eval: int = typer.Option(180, "--n-eval", min=1, help="held-out pairs (no request shared with train or the quickstart eval set)"),
     seed: int = typer.Option(0, "--seed", help="same seed, same bytes"),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="comma-separated rejected kinds to rotate through (default: the nine format/field failures; also time_shift, date_shift)"),
+    policy_adapter: Optional[str] = typer.Option(None, "--policy-adapter", help="on-policy pairs: rejected = this adapter's own wrong greedy answers (instead of synthetic failures)"),
+    policy_model: str = typer.Option(BUNDLED_ALIAS, "--policy-model", help="base model under --policy-adapter"),
+    batch_size: int = typer.Option(32, "--batch-size", help="prompts per generation batch (on-policy pairs)"),
+    sample_temperature: float = typer.Option(0.0, "--sample-temperature", min=0.0, help="on-policy pairs: requests the policy answers right greedily get one answer sampled at this temperature, and a wrong one is paired too (0: greedy only)"),
 ) -> None:
-    """Write preference pairs for the quickstart task: exact JSON (chosen) vs a typical failure (rejected)."""
+    """Write preference pairs for the quickstart task: exact JSON (chosen) vs a typical failure (rejected).
+
+    With --policy-adapter, rejected answers are the policy's own mistakes (verifier-labelled, on-policy pairs)."""
     from tunesmith.tasks.json_prefs import DEFAULT_KINDS, write_quickstart_prefs
 
+    if policy_adapter is not None:
+        if kinds is not None:
+            err_console.print("[bold red]error:[/] --kinds picks synthetic failures; it cannot be combined with --policy-adapter")
+            raise typer.Exit(2)
+        _make_policy_prefs(out, n_train, n_eval, seed, policy_model, policy_adapter, batch_size, sample_temperature)
+        return
     chosen_kinds = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else DEFAULT_KINDS
     paths = write_quickstart_prefs(out, n_train=n_train, n_eval=n_eval, seed=seed, kinds=chosen_kinds)
     console.print(f"[green]wrote[/] {n_train} pairs to [bold]{paths['train']}[/] and {n_eval} pairs to [bold]{paths['eval']}[/]")
+
+
+def _make_policy_prefs(out: str, n_train: int, n_eval: int, seed: int, model: str, adapter: str, batch_size: int,
+                       temperature: float) -> None:
+    from tunesmith.serving.engine import load_for_inference
+    from tunesmith.tasks.policy_prefs import greedy_answers, write_policy_prefs
+
+    try:
+        lm, tokenizer = load_for_inference(model, adapter)
+        sample = (lambda convs: greedy_answers(lm, tokenizer, convs, batch_size=batch_size, temperature=temperature, seed=seed)) \
+            if temperature > 0 else None
+        decoding = "greedy" + (f", right answers resampled at temperature {temperature}" if sample else "")
+        manifest = write_policy_prefs(out, lambda convs: greedy_answers(lm, tokenizer, convs, batch_size=batch_size),
+                                      n_train, n_eval, seed, source={"model": model, "adapter": adapter, "decoding": decoding},
+                                      sample=sample)
+    except TunesmithError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    table = Table(title=f"on-policy pairs from {model} + {adapter}")
+    for column in ("split", "requests answered", "right (no pair)", "empty (no pair)", "pairs (greedy / sampled)", "rejected kinds"):
+        table.add_column(column)
+    for split in ("train", "eval"):
+        c = manifest[split]
+        table.add_row(split, str(c["requests"]), str(c["right"]), str(c["empty"]), f"{c['pairs']} ({c['from_greedy']} / {c['from_samples']})",
+                      ", ".join(f"{k} {v}" for k, v in c["kinds"].items()))
+    console.print(table)
+    console.print(f"[green]wrote[/] [bold]{out}[/]/train.jsonl, eval.jsonl and manifest.json")
 
 
 @task_app.command("score")

@@ -6,6 +6,10 @@ chat template text; and the data settings (max_length, overlong, train_on, syste
 Any change gives a new key, so a stale entry is never read. An entry is one `.npz` (flat int32 token
 arrays, no pickle) holding the examples and the skip report, written atomically (temp file + rename);
 an unreadable entry is rebuilt with a warning. Old entries are pruned to the newest `MAX_ENTRIES`.
+
+Other item kinds (preference pairs, KTO rows, RL prompts) use the same entries through a `Codec`: it maps
+its items onto token rows plus one JSON value per item (prompt length, margin, label, ...), and its name and
+settings join the key, so entries of different kinds never mix.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import hashlib
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -33,6 +38,19 @@ DATA_FIELDS = ("max_length", "overlong", "train_on", "system_prompt", "on_error"
 
 class TokenCacheWarning(UserWarning):
     """A cache entry could not be read or written; the examples are (re)built from the files."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How a non-SFT item list is stored: `pack(items) -> (token rows, one JSON value per item)` and
+    `unpack(rows, values) -> items` (raise on any mismatch). `name`, `fields` (the DataConfig settings that
+    change the items) and `extra` (other settings, e.g. the prompt budget) are part of the key."""
+
+    name: str
+    pack: Callable[[list], tuple[list[Example], list]]
+    unpack: Callable[[list[Example], list], list]
+    fields: tuple[str, ...] = DATA_FIELDS
+    extra: tuple[tuple[str, Any], ...] = ()
 
 
 def default_dir() -> Path:
@@ -58,13 +76,17 @@ def tokenizer_digest(tokenizer) -> str:
     return h.hexdigest()
 
 
-def cache_key(sources: list[DataSource], tokenizer, data_cfg: DataConfig) -> str:
-    """Key over files (path, content, format, columns), tokenizer + template, and the data settings."""
+def cache_key(sources: list[DataSource], tokenizer, data_cfg: DataConfig, codec: Codec | None = None) -> str:
+    """Key over files (path, content, format, columns), tokenizer + template, and the data settings
+    (plus the codec's name and extra settings for non-SFT items)."""
     from tunesmith import __version__
 
     files = [[s.path, file_sha256(s.path), s.format, sorted(s.columns.items())] for s in sources]
-    settings = {name: getattr(data_cfg, name) for name in DATA_FIELDS}
-    payload = json.dumps([CACHE_FORMAT, __version__, files, tokenizer_digest(tokenizer), settings], default=str)
+    settings = {name: getattr(data_cfg, name) for name in (codec.fields if codec else DATA_FIELDS)}
+    parts = [CACHE_FORMAT, __version__, files, tokenizer_digest(tokenizer), settings]
+    if codec is not None:  # SFT keys stay as they were
+        parts.append([codec.name, list(codec.extra)])
+    payload = json.dumps(parts, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -73,22 +95,39 @@ def _report_dict(report: SkipReport) -> dict:
             "examples": [vars(p) for p in report.examples], "notes": getattr(report, "notes", {})}
 
 
-def save_entry(path: Path, examples: list[Example], report: SkipReport) -> None:
-    """Write examples + report atomically to `path` (.npz)."""
+def save_entry(path: Path, examples: list[Example], report: SkipReport, items: list | None = None) -> None:
+    """Write examples + report (+ per-item JSON values) atomically to `path` (.npz).
+
+    Raises ValueError when `items` do not survive a JSON round trip exactly (nothing is written)."""
     lengths = np.array([len(e.input_ids) for e in examples], dtype=np.int64)
     flat_ids = np.fromiter((t for e in examples for t in e.input_ids), dtype=np.int32, count=int(lengths.sum()))
     flat_labels = np.fromiter((t for e in examples for t in e.labels), dtype=np.int32, count=int(lengths.sum()))
     meta = {"format": CACHE_FORMAT, "rows": [[e.source, e.line, e.truncated] for e in examples], "report": _report_dict(report)}
+    if items is not None:
+        meta["items"] = items
+    try:
+        blob = json.dumps(meta, allow_nan=False).encode()
+        exact = items is None or json.loads(blob)["items"] == items  # e.g. tuples or non-string keys in raw rows
+    except (TypeError, ValueError) as exc:  # e.g. datetimes, NaN
+        raise ValueError(f"the items hold values JSON cannot store exactly ({exc})") from None
+    if not exact:
+        raise ValueError("the items hold values JSON cannot store exactly")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, lengths=lengths, input_ids=flat_ids, labels=flat_labels,
-                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+                 meta=np.frombuffer(blob, dtype=np.uint8))
     os.replace(tmp, path)
 
 
 def load_entry(path: Path):
     """(examples, DataReport) from an entry; raises on any damage (caller rebuilds)."""
+    examples, report, _ = read_entry(path)
+    return examples, report
+
+
+def read_entry(path: Path):
+    """(examples, DataReport, per-item JSON values or None) from an entry; raises on any damage."""
     from tunesmith.data.dataset import DataReport
 
     with np.load(path, allow_pickle=False) as z:
@@ -103,7 +142,7 @@ def load_entry(path: Path):
     r = meta["report"]
     report = DataReport(total=r["total"], kept=r["kept"], reasons=dict(r["reasons"]),
                         examples=[InputProblem(**p) for p in r["examples"]], notes=dict(r["notes"]))
-    return examples, report
+    return examples, report, meta.get("items")
 
 
 def _prune(folder: Path) -> None:
@@ -114,27 +153,30 @@ def _prune(folder: Path) -> None:
 
 
 def cached_build(sources: list[DataSource], tokenizer, data_cfg: DataConfig, build: Callable[[], tuple],
-                 folder: Path | None = None):
-    """`build()` -> (examples, report), served from the cache when the key matches.
+                 folder: Path | None = None, codec: Codec | None = None):
+    """`build()` -> (examples, report), served from the cache when the key matches; with a `codec`,
+    `build()` returns that codec's items instead of SFT examples.
 
     Errors raised by `build` (e.g. a bad row with on_error=stop) propagate and nothing is stored."""
     folder = Path(folder) if folder else default_dir()
     try:
-        path = folder / f"{cache_key(sources, tokenizer, data_cfg)}.npz"
+        path = folder / f"{cache_key(sources, tokenizer, data_cfg, codec)}.npz"
     except OSError:  # e.g. a missing file: building reports it properly (file, line, field)
         return build()
     if path.exists():
         try:
-            examples, report = load_entry(path)
+            examples, report, items = read_entry(path)
+            result = codec.unpack(examples, items) if codec else examples
             os.utime(path)  # recently used entries survive pruning
-            return examples, report
+            return result, report
         except Exception as exc:  # noqa: BLE001 - any damage means: rebuild
             warnings.warn(f"tokenisation cache entry {path} is unreadable ({type(exc).__name__}: {exc}); rebuilding it",
                           TokenCacheWarning, stacklevel=2)
-    examples, report = build()
+    result, report = build()
     try:
-        save_entry(path, examples, report)
+        examples, items = codec.pack(result) if codec else (result, None)
+        save_entry(path, examples, report, items)
         _prune(folder)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         warnings.warn(f"could not write tokenisation cache entry {path}: {exc}", TokenCacheWarning, stacklevel=2)
-    return examples, report
+    return result, report

@@ -12,6 +12,7 @@ Rendering uses the SFT template machinery: prompt + response is rendered and tok
 (`templates.render`, last assistant turn trained), and the prompt's own rendering (`render_prompt`) must be a
 token prefix of it, so chosen and rejected provably share the prompt tokens (ALGORITHMS.md trap 1).
 Rows with chosen == rejected are skipped and counted; other problems are `DataError`s naming file, line, field.
+`load_preference_set` tokenises a set of files once into the data cache (data/cache.py) when data.cache is on.
 """
 
 from __future__ import annotations
@@ -260,3 +261,53 @@ def _add_unpaired(row: dict, source: str, line: int, tokenizer, system, max_leng
         report.skip(InputProblem(source, line, None, f"longer than max_length={max_length}"), "too long")
         return
     out.append(UnpairedExample(example, n, label))
+
+
+# ---------------------------------------------------------------- cached sets
+
+PREFERENCE_FIELDS = ("max_length", "overlong", "system_prompt", "on_error", "template")  # what changes the items
+
+
+def _pack_pairs(pairs: list[PairExample]) -> tuple[list[Example], list]:
+    return [e for p in pairs for e in (p.chosen, p.rejected)], [[p.prompt_len, p.margin] for p in pairs]
+
+
+def _unpack_pairs(rows: list[Example], values: list) -> list[PairExample]:
+    if not isinstance(values, list) or len(rows) != 2 * len(values):
+        raise ValueError("entry does not hold preference pairs")
+    return [PairExample(rows[2 * i], rows[2 * i + 1], int(n), float(m)) for i, (n, m) in enumerate(values)]
+
+
+def _pack_unpaired(items: list[UnpairedExample]) -> tuple[list[Example], list]:
+    return [r.example for r in items], [[r.prompt_len, r.label] for r in items]
+
+
+def _unpack_unpaired(rows: list[Example], values: list) -> list[UnpairedExample]:
+    if not isinstance(values, list) or len(rows) != len(values) or any(not isinstance(v[1], bool) for v in values):
+        raise ValueError("entry does not hold unpaired rows")
+    return [UnpairedExample(e, int(n), label) for e, (n, label) in zip(rows, values)]
+
+
+def load_preference_set(sources: list, tokenizer, kind: str, data_cfg, report: SkipReport) -> list:
+    """Pairs (kind 'pairwise') or KTO rows ('unpaired') of every source, in file order, tokenised once into
+    the data cache when `data_cfg.cache` is on; skips are counted into `report`, identically on a cache hit."""
+    from tunesmith.data.dataset import DataReport
+
+    def build() -> tuple[list, DataReport]:
+        local, out = DataReport(), []
+        for s in sources:
+            out += load_preference_examples(
+                s.path, tokenizer, kind, fmt=s.format, columns=s.columns or None, system_prompt=data_cfg.system_prompt,
+                max_length=data_cfg.max_length, overlong=data_cfg.overlong, on_error=data_cfg.on_error, report=local)
+        return out, local
+
+    if data_cfg.cache:
+        from tunesmith.data.cache import Codec, cached_build
+
+        pack, unpack = (_pack_pairs, _unpack_pairs) if kind == "pairwise" else (_pack_unpaired, _unpack_unpaired)
+        codec = Codec(f"preference-{kind}", pack, unpack, PREFERENCE_FIELDS)
+        items, local = cached_build(sources, tokenizer, data_cfg, build, data_cfg.cache_dir, codec)
+    else:
+        items, local = build()
+    report.merge(local)
+    return items

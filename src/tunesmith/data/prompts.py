@@ -4,6 +4,7 @@ A final assistant turn (e.g. a reference answer, as in the quickstart files) is 
 Every other field of the row (e.g. `target`) is kept and handed to reward functions. Prompts are rendered with
 the training template and its generation prompt (`templates.render_prompt`), exactly as `generate` does.
 Bad rows raise DataError naming file, line and field, or are skipped and counted (data.on_error: skip).
+With data.cache on, `load_prompt_sets` renders each set once into the data cache (data/cache.py).
 """
 
 from __future__ import annotations
@@ -65,6 +66,41 @@ def load_prompts(sources, tokenizer, data_cfg, report: SkipReport, max_prompt_le
     return items
 
 
+PROMPT_FIELDS = ("max_length", "system_prompt", "on_error", "template")  # what changes the items (+ the budget)
+
+
+def _pack_prompts(items: list[PromptItem]) -> tuple[list, list]:
+    from tunesmith.data.templates import Example
+
+    return [Example(p.ids, [-100] * len(p.ids), p.source, p.line, False) for p in items], [[p.messages, p.row] for p in items]
+
+
+def _unpack_prompts(rows: list, values: list) -> list[PromptItem]:
+    if not isinstance(values, list) or len(rows) != len(values):
+        raise ValueError("entry does not hold prompts")
+    return [PromptItem(messages, e.input_ids, row, e.source, e.line) for e, (messages, row) in zip(rows, values)]
+
+
+def load_prompt_set(sources, tokenizer, data_cfg, report: SkipReport, max_prompt_len: int) -> list[PromptItem]:
+    """`load_prompts`, served from the data cache when `data_cfg.cache` is on (skips identical on a hit).
+    Rows JSON cannot store exactly (e.g. Parquet timestamps) are not cached, with a warning."""
+    from tunesmith.data.dataset import DataReport
+
+    def build() -> tuple[list[PromptItem], DataReport]:
+        local = DataReport()
+        return load_prompts(sources, tokenizer, data_cfg, local, max_prompt_len), local
+
+    if data_cfg.cache:
+        from tunesmith.data.cache import Codec, cached_build
+
+        codec = Codec("prompts", _pack_prompts, _unpack_prompts, PROMPT_FIELDS, (("max_prompt_len", max_prompt_len),))
+        items, local = cached_build(sources, tokenizer, data_cfg, build, data_cfg.cache_dir, codec)
+    else:
+        items, local = build()
+    report.merge(local)
+    return items
+
+
 def load_prompt_sets(cfg, tokenizer, report: SkipReport) -> tuple[list[PromptItem], list[PromptItem]]:
     """Train and eval prompts from the config (eval: data.eval files, else a data.eval_fraction share)."""
     import random
@@ -72,8 +108,8 @@ def load_prompt_sets(cfg, tokenizer, report: SkipReport) -> tuple[list[PromptIte
     max_prompt_len = cfg.data.max_length - cfg.rl.max_new_tokens
     if max_prompt_len < 1:
         raise TunesmithError(f"data.max_length ({cfg.data.max_length}) must exceed rl.max_new_tokens ({cfg.rl.max_new_tokens})")
-    train = load_prompts(cfg.data.train, tokenizer, cfg.data, report, max_prompt_len)
-    evals = load_prompts(cfg.data.eval, tokenizer, cfg.data, report, max_prompt_len) if cfg.data.eval else []
+    train = load_prompt_set(cfg.data.train, tokenizer, cfg.data, report, max_prompt_len)
+    evals = load_prompt_set(cfg.data.eval, tokenizer, cfg.data, report, max_prompt_len) if cfg.data.eval else []
     if not evals and cfg.data.eval_fraction > 0:
         order = list(range(len(train)))
         random.Random(cfg.train.seed).shuffle(order)

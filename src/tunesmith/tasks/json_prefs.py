@@ -134,12 +134,18 @@ def preference_rows(rows: list[dict], seed: int, kinds: tuple[str, ...] = DEFAUL
     return out
 
 
-def make_pref_splits(n_train: int, n_eval: int, seed: int = 0, kinds: tuple[str, ...] = DEFAULT_KINDS) -> tuple[list[dict], list[dict]]:
-    """(train, eval) preference rows; eval requests are disjoint from train and from the quickstart eval set."""
+def pref_request_splits(n_train: int, n_eval: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(train, eval) quickstart rows for preference data; eval requests are disjoint from train and from the
+    quickstart eval set (`write_quickstart` with the same seed)."""
     quickstart_eval = {r["messages"][0]["content"] for r in make_split(100, seed=2 * seed + 1)}
     eval_split = make_split(n_eval, seed=10_000 + 2 * seed + 1, exclude=quickstart_eval)
     held_out = quickstart_eval | {r["messages"][0]["content"] for r in eval_split}
-    train_split = make_split(n_train, seed=10_000 + 2 * seed, exclude=held_out)
+    return make_split(n_train, seed=10_000 + 2 * seed, exclude=held_out), eval_split
+
+
+def make_pref_splits(n_train: int, n_eval: int, seed: int = 0, kinds: tuple[str, ...] = DEFAULT_KINDS) -> tuple[list[dict], list[dict]]:
+    """(train, eval) preference rows with synthetic rejected answers (see `pref_request_splits`)."""
+    train_split, eval_split = pref_request_splits(n_train, n_eval, seed)
     return (preference_rows(train_split, seed=20_000 + 2 * seed, kinds=kinds),
             preference_rows(eval_split, seed=20_000 + 2 * seed + 1, kinds=kinds))
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from tunesmith.config.schema import RunConfig
 from tunesmith.data.collate import length_grouped_order, pad_batch, plain_order
-from tunesmith.data.preference import PairExample, UnpairedExample, load_preference_examples
+from tunesmith.data.preference import PairExample, UnpairedExample, load_preference_set
 from tunesmith.data.templates import Example
 from tunesmith.errors import SkipReport, TunesmithError
 
@@ -99,16 +99,8 @@ def load_preference_sets(cfg: RunConfig, tokenizer, kind: str, report: SkipRepor
     """Train and eval examples (pairs or unpaired rows) from the configured files; skips counted in `report`."""
     import random
 
-    def load(sources) -> list:
-        out: list = []
-        for s in sources:
-            out += load_preference_examples(
-                s.path, tokenizer, kind, fmt=s.format, columns=s.columns or None, system_prompt=cfg.data.system_prompt,
-                max_length=cfg.data.max_length, overlong=cfg.data.overlong, on_error=cfg.data.on_error, report=report)
-        return out
-
-    train = load(cfg.data.train)
-    evals = load(cfg.data.eval) if cfg.data.eval else []
+    train = load_preference_set(cfg.data.train, tokenizer, kind, cfg.data, report)  # cached when data.cache is on
+    evals = load_preference_set(cfg.data.eval, tokenizer, kind, cfg.data, report) if cfg.data.eval else []
     if not evals and cfg.data.eval_fraction > 0:
         order = list(range(len(train)))
         random.Random(cfg.train.seed).shuffle(order)

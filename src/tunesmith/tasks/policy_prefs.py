@@ -1,0 +1,105 @@
+"""On-policy preference pairs for the quickstart task: the model's own wrong answers as `rejected`.
+
+Synthetic failures (tasks/json_prefs.py) are off-policy: DPO can separate them without touching what the model
+actually generates. Here a policy (base model + adapter) answers booking requests greedily; every answer the
+verifier (`classify_output`) does not accept becomes a pair {chosen: the exact compact JSON, rejected: that
+answer}, tagged with the failure kind it shows and `rejected_source: "policy"`. Requests it answers right carry
+no preference signal and are counted, not paired. This is the verifier-labelled variant of iterative /
+on-policy DPO (Xu et al. 2023, "Some things are more CRINGE than others"; Guo et al. 2024, "Direct language
+model alignment from online AI feedback"): pairs come from the distribution the policy samples.
+
+Requests use the same seeds and exclusions as `make_pref_splits`, so held-out requests stay disjoint from
+train and from the quickstart eval set; greedy decoding makes the files reproducible for a given model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from tunesmith.errors import TunesmithError
+from tunesmith.tasks.json_extract import target_json
+from tunesmith.tasks.json_prefs import classify_output, pref_request_splits
+
+RIGHT_KINDS = ("exact", "exact_other_spacing")  # same values as the target: nothing to prefer against
+
+
+def greedy_answers(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 96,
+                   batch_size: int = 32, temperature: float = 0.0, seed: int = 0) -> list[str]:
+    """The model's answer to each conversation: greedy, or sampled at `temperature` (seeded); the tokenizer
+    carries the training chat template."""
+    from tunesmith.data.templates import render_prompt, stop_token_ids
+    from tunesmith.serving.engine import generate
+
+    prompts = [render_prompt(c, tokenizer) for c in conversations]
+    results = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                       batch_size=batch_size, stop_ids=stop_token_ids(tokenizer), seed=seed)
+    return [r.text for r in results]
+
+
+def policy_pairs(answer, rows: list[dict], n_pairs: int, chunk: int = 64, sample=None) -> tuple[list[dict], dict]:
+    """Answer `rows` in order, `chunk` at a time, until `n_pairs` wrong answers; each becomes a pair.
+
+    `answer(conversations) -> list[str]` (greedy). With `sample` (same signature, temperature sampling), a
+    request answered right greedily gets one sampled answer, and a wrong sample becomes its pair
+    (`rejected_source: "policy_sample"`): without them every pair would come from requests the model gets
+    wrong, and DPO can learn a shortcut that also breaks the ones it gets right. Returns (pairs, counts):
+    requests answered, right answers with no pair, empty answers (nothing to reject), pairs per kind and source.
+    """
+    pairs: list[dict] = []
+    counts: Counter = Counter()
+
+    def add(row: dict, output: str, source: str) -> bool:
+        kind = classify_output(output, row["target"])
+        if kind in RIGHT_KINDS or not output.strip():
+            return False
+        pairs.append({"prompt": row["messages"][0]["content"], "chosen": target_json(row["target"]), "rejected": output,
+                      "rejected_kind": kind, "rejected_source": source, "target": row["target"]})
+        counts[source] += 1
+        return True
+
+    for start in range(0, len(rows), chunk):
+        block = rows[start : start + chunk]
+        outputs = answer([[r["messages"][0]] for r in block])
+        right = []
+        for row, output in zip(block, outputs):
+            if len(pairs) == n_pairs:
+                break
+            counts["requests"] += 1
+            if not add(row, output, "policy"):
+                (right.append(row) if output.strip() else counts.update(["empty"]))
+        if sample is not None and right:
+            for row, output in zip(right, sample([[r["messages"][0]] for r in right])):
+                if len(pairs) == n_pairs or not add(row, output, "policy_sample"):
+                    counts["right"] += 1
+        else:
+            counts["right"] += len(right)
+        if len(pairs) == n_pairs:
+            break
+    kinds = Counter(p["rejected_kind"] for p in pairs)
+    return pairs, {"requests": counts["requests"], "right": counts["right"], "empty": counts["empty"], "pairs": len(pairs),
+                   "from_greedy": counts["policy"], "from_samples": counts["policy_sample"], "kinds": dict(sorted(kinds.items()))}
+
+
+def write_policy_prefs(out_dir: str | Path, answer, n_train: int, n_eval: int, seed: int = 0,
+                       max_requests_factor: int = 6, source: dict | None = None, sample=None) -> dict:
+    """Write train.jsonl / eval.jsonl of on-policy pairs and manifest.json (counts, source); return the manifest.
+
+    At most `max_requests_factor` x n requests are tried per split; a policy that is right too often to fill
+    a split raises with the counts (so the user can lower n or use a weaker starting point).
+    """
+    train_rows, eval_rows = pref_request_splits(max_requests_factor * n_train, max_requests_factor * n_eval, seed)
+    manifest: dict = {"source": source or {}, "seed": seed}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows, n in (("train", train_rows, n_train), ("eval", eval_rows, n_eval)):
+        pairs, counts = policy_pairs(answer, rows, n, sample=sample)
+        if len(pairs) < n:
+            raise TunesmithError(
+                f"{name}: only {len(pairs)} of {n} wanted pairs after {counts['requests']} requests "
+                f"({counts['right']} answered right, {counts['empty']} empty); lower --n-{name} or start from a weaker adapter")
+        (out / f"{name}.jsonl").write_bytes("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs).encode("utf-8"))
+        manifest[name] = counts
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
