@@ -153,12 +153,15 @@ def _prune(folder: Path) -> None:
 
 
 def cached_build(sources: list[DataSource], tokenizer, data_cfg: DataConfig, build: Callable[[], tuple],
-                 folder: Path | None = None, codec: Codec | None = None):
-    """`build()` -> (examples, report), served from the cache when the key matches; with a `codec`,
-    `build()` returns that codec's items instead of SFT examples.
+                 codec: Codec | None = None):
+    """`build()` -> (examples, report), served from the cache (`data_cfg.cache_dir`) when the key matches, or
+    just `build()` when `data_cfg.cache` is off; with a `codec`, `build()` returns that codec's items instead of
+    SFT examples.
 
     Errors raised by `build` (e.g. a bad row with on_error=stop) propagate and nothing is stored."""
-    folder = Path(folder) if folder else default_dir()
+    if not data_cfg.cache:
+        return build()
+    folder = Path(data_cfg.cache_dir) if data_cfg.cache_dir else default_dir()
     try:
         path = folder / f"{cache_key(sources, tokenizer, data_cfg, codec)}.npz"
     except OSError:  # e.g. a missing file: building reports it properly (file, line, field)

@@ -85,12 +85,10 @@ def build_examples(
         local = DataReport()
         return [e for source in sources for e in _render_source(source, tokenizer, data_cfg, local)], local
 
-    if data_cfg.cache:  # tokenise once: keyed by file contents, tokenizer, template and the data settings
-        from tunesmith.data.cache import cached_build
+    from tunesmith.data.cache import cached_build
 
-        examples, local = cached_build(sources, tokenizer, data_cfg, render_all, data_cfg.cache_dir)
-    else:
-        examples, local = render_all()
+    # tokenise once (data.cache): keyed by file contents, tokenizer, template and the data settings
+    examples, local = cached_build(sources, tokenizer, data_cfg, render_all)
     if report is None:
         return examples, local
     report.merge(local)

@@ -301,13 +301,9 @@ def load_preference_set(sources: list, tokenizer, kind: str, data_cfg, report: S
                 max_length=data_cfg.max_length, overlong=data_cfg.overlong, on_error=data_cfg.on_error, report=local)
         return out, local
 
-    if data_cfg.cache:
-        from tunesmith.data.cache import Codec, cached_build
+    from tunesmith.data.cache import Codec, cached_build
 
-        pack, unpack = (_pack_pairs, _unpack_pairs) if kind == "pairwise" else (_pack_unpaired, _unpack_unpaired)
-        codec = Codec(f"preference-{kind}", pack, unpack, PREFERENCE_FIELDS)
-        items, local = cached_build(sources, tokenizer, data_cfg, build, data_cfg.cache_dir, codec)
-    else:
-        items, local = build()
+    pack, unpack = (_pack_pairs, _unpack_pairs) if kind == "pairwise" else (_pack_unpaired, _unpack_unpaired)
+    items, local = cached_build(sources, tokenizer, data_cfg, build, Codec(f"preference-{kind}", pack, unpack, PREFERENCE_FIELDS))
     report.merge(local)
     return items

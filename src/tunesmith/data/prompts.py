@@ -90,13 +90,10 @@ def load_prompt_set(sources, tokenizer, data_cfg, report: SkipReport, max_prompt
         local = DataReport()
         return load_prompts(sources, tokenizer, data_cfg, local, max_prompt_len), local
 
-    if data_cfg.cache:
-        from tunesmith.data.cache import Codec, cached_build
+    from tunesmith.data.cache import Codec, cached_build
 
-        codec = Codec("prompts", _pack_prompts, _unpack_prompts, PROMPT_FIELDS, (("max_prompt_len", max_prompt_len),))
-        items, local = cached_build(sources, tokenizer, data_cfg, build, data_cfg.cache_dir, codec)
-    else:
-        items, local = build()
+    codec = Codec("prompts", _pack_prompts, _unpack_prompts, PROMPT_FIELDS, (("max_prompt_len", max_prompt_len),))
+    items, local = cached_build(sources, tokenizer, data_cfg, build, codec)
     report.merge(local)
     return items
 
