@@ -4,10 +4,12 @@ fine-tuning (SFTTrainer) and LoRA DPO (DPOTrainer), chosen with `--job lora|full
 Each run is a fresh subprocess (clean peak-RSS measurement); runs alternate between implementations so
 slow drifts in machine load hit both. Reports real (non-padding) tokens/s as the median of per-step rates
 after warm-up, the aggregate rate, step time, peak RSS and final loss; checks `tunesmith estimate`'s memory
-figure (with each variant's checkpointing, CE chunk and dtype) against each tunesmith variant's peak RSS;
-writes bench/results/<date>-<machine>.json and the table in bench/README.md.
+figure (with each variant's checkpointing, CE chunk, dtype and method) against each tunesmith variant's peak
+RSS; writes bench/results/<date>-<machine>[-<job>][-<model>].json and the job's table in bench/README.md, whose
+"Latest:" line names the machine, its torch CPU capability and whether bf16 is native there.
 
     python bench/sft_vs_trl.py [--job lora] [--steps 12] [--rounds 1] [--variants tunesmith,trl] [--warmup 2]
+        [--model-config llama-0.5b|llama-1b|llama-tiny|PATH] [--device cpu|cuda]
 
 Job (issue 6): SmolLM2-135M-Instruct (bundled), LoRA r=16 alpha=32 all-linear dropout 0, batch 8,
 max length 512, 587 chat rows whose answers are standard-library docstrings, lr 2e-4 linear decay, no warmup.
@@ -15,6 +17,8 @@ max length 512, 587 chat rows whose answers are standard-library docstrings, lr 
 reference = adapters disabled in both) on 4 pairs per step built from the same rows: chosen = the docstring,
 rejected = a seeded shuffle of its first 60% of words. `tunesmith-compile` reports the torch.compile time
 (dynamo's own timers) separately, and its throughput over the steps that compiled nothing.
+`--model-config`: a random-weight Llama (bench/_models.py), built once with the bundled tokenizer; both sides load
+that folder. `--device cuda` runs TRL on the GPU; tunesmith variants are refused there (no GPU placement yet).
 """
 
 from __future__ import annotations
@@ -23,22 +27,25 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
-import re
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+# bench/ is put on the path first; some names are re-exported for tests and older callers (sft_vs_trl.markers, ...)
+from _harness import (  # noqa: E402, F401
+    COMPILE_TIMERS, MARK_END, MARK_START, _peak_rss_mb, _summarise, compile_seconds, compile_summary, estimate_lines,
+    machine, markers, spawn, summarise, update_readme)
+
 JOB = {"batch": 8, "max_length": 512, "r": 16, "alpha": 32, "lr": 2e-4, "seed": 0}
-# tunesmith variants: config overrides on top of the job (the default config is the first entry).
+# tunesmith variants: config overrides on top of the job (the default config is the first entry). `dtype` goes
+# to model.dtype (default: the schema's, auto = bf16 only where native), `method` to method.kind, the rest to train.
 VARIANTS: dict[str, dict] = {
     "tunesmith": {},
     "tunesmith-packed": {"packing": True},
@@ -48,7 +55,13 @@ VARIANTS: dict[str, dict] = {
     "tunesmith-compile": {"compile": True},
     "tunesmith-nochunk": {"ce_chunk_size": 0},
     "tunesmith-fp32": {"dtype": "fp32"},
+    "tunesmith-bf16": {"dtype": "bf16"},
+    "tunesmith-qlora": {"method": "qlora"},
 }
+NON_TRAIN = ("dtype", "method")
+# TRL variants: SFTConfig / DPOConfig overrides. TRL 1.x defaults to bf16 autocast and gradient checkpointing;
+# on a CPU without native bf16 (AVX2 only) `trl-fp32` is the peer that does not pay for emulated bf16.
+TRL_VARIANTS: dict[str, dict] = {"trl": {}, "trl-fp32": {"bf16": False}}
 # What differs between the jobs; JOB above is shared (batch = pairs per step for dpo).
 JOBS: dict[str, dict] = {
     "lora": {"method": "lora", "objective": "sft", "lr": 2e-4, "batch": 8, "data": "alpaca.jsonl"},
@@ -56,33 +69,33 @@ JOBS: dict[str, dict] = {
     "dpo": {"method": "lora", "objective": "dpo", "lr": 5e-5, "batch": 4, "data": "preference.jsonl", "beta": 0.1},
 }
 SFT_ONLY = ("packing",)  # tunesmith options that do not apply to preference batches
-COMPILE_TIMERS = ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler")  # forward graphs, lazy backward graphs
+CUDA_REFUSAL = ("tunesmith training on CUDA is not implemented yet: src/tunesmith/training/run.py never moves the "
+                "model to a GPU, so a --device cuda row would measure the CPU; run `--variants trl` for the peer's row")
 
 
-def compile_seconds() -> float:
-    """Seconds torch.compile has spent so far in this process (dynamo forward + AOT backward compilation)."""
-    try:
-        from torch._dynamo.utils import compilation_time_metrics
-    except ImportError:
-        return 0.0
-    return float(sum(sum(compilation_time_metrics.get(k, [])) for k in COMPILE_TIMERS))
+def variant_unavailable(name: str, job_name: str, device: str = "cpu") -> str | None:
+    """Why a variant cannot run here (None: it can): checked before spawning, so one bad variant is a table row
+    saying why, not a crash of the whole bench."""
+    if name in TRL_VARIANTS:
+        return None
+    overrides = VARIANTS[name]
+    if device == "cuda":
+        return f"{name}: {CUDA_REFUSAL}"
+    if JOBS[job_name]["objective"] != "sft" and any(overrides.get(k) for k in SFT_ONLY):
+        return f"{name}: options {SFT_ONLY} apply to SFT jobs only"
+    if overrides.get("method") == "qlora":
+        if JOBS[job_name]["method"] == "full":
+            return f"{name}: the full job trains every weight; qlora applies to the lora and dpo jobs"
+        from tunesmith.config.schema import MethodConfig
 
+        kinds = typing.get_args(MethodConfig.model_fields["kind"].annotation)
+        if "qlora" not in kinds:
+            return f"{name}: this tunesmith's config schema has no method.kind 'qlora' yet (kinds: {', '.join(kinds)})"
+        import importlib.util
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _summarise(step_times: list[float], step_tokens: list[int], losses: list[float], warmup: int) -> dict:
-    times, tokens = step_times[warmup:], step_tokens[warmup:]
-    rates = [n / t for n, t in zip(tokens, times)]
-    return {
-        "steps": len(step_times), "warmup": warmup,
-        "tokens_per_s_median": statistics.median(rates), "tokens_per_s_aggregate": sum(tokens) / sum(times),
-        "sec_per_step_median": statistics.median(times), "real_tokens_per_step": sum(tokens) / len(tokens),
-        "first_step_s": step_times[0], "final_loss": losses[-1], "losses": losses,
-        "max_step_tokens": max(step_tokens),  # peak RSS follows the biggest batch seen (tunesmith serves it first)
-        "step_tokens": step_tokens, "step_times": [round(t, 3) for t in step_times],
-    }
+        if importlib.util.find_spec("bitsandbytes") is None:
+            return f"{name}: method.kind qlora needs bitsandbytes, which is not installed"
+    return None
 
 
 def worker_tunesmith(args: argparse.Namespace, overrides: dict) -> dict:
@@ -91,14 +104,18 @@ def worker_tunesmith(args: argparse.Namespace, overrides: dict) -> dict:
     from tunesmith.training.run import run_training
 
     job = JOBS[args.job]
-    if job["objective"] != "sft" and any(overrides.get(k) for k in SFT_ONLY):
-        raise SystemExit(f"variant options {SFT_ONLY} apply to SFT jobs only")
+    name = next((n for n, o in VARIANTS.items() if o == overrides), "tunesmith")
+    why = variant_unavailable(name, args.job, getattr(args, "device", "cpu"))
+    if why:
+        raise SystemExit(why)
     train = {"max_steps": args.steps, "batch_size": job["batch"], "seed": JOB["seed"], "lr": job["lr"],
              "warmup_ratio": 0.0, "scheduler": "linear", "save_every": 0, "keep_last": 1, "objective": job["objective"]}
-    train.update({k: v for k, v in overrides.items() if k != "dtype"})
+    train.update({k: v for k, v in overrides.items() if k not in NON_TRAIN})
+    model = {"name_or_path": args.model, **({"dtype": overrides["dtype"]} if "dtype" in overrides else {})}
     cfg = RunConfig.model_validate({
-        "model": {"name_or_path": args.model, "dtype": overrides.get("dtype", "bf16")},
-        "method": {"kind": job["method"], "lora": {"r": JOB["r"], "alpha": JOB["alpha"], "dropout": 0.0, "targets": "all-linear"}},
+        "model": model,
+        "method": {"kind": overrides.get("method", job["method"]),
+                   "lora": {"r": JOB["r"], "alpha": JOB["alpha"], "dropout": 0.0, "targets": "all-linear"}},
         "data": {"train": [{"path": str(args.data_dir / job["data"])}], "max_length": JOB["max_length"]},
         "align": {"beta": job.get("beta", 0.1)},
         "train": train, "output": {"dir": str(args.work / "tunesmith-out"), "tensorboard": False}})
@@ -118,52 +135,51 @@ def worker_tunesmith(args: argparse.Namespace, overrides: dict) -> dict:
     rows = [h for h in result.history if "step_time" in h]
     out = _summarise([h["step_time"] for h in rows], [int(h["tokens"]) for h in rows], [h["loss"] for h in rows], args.warmup)
     out["wall_s"] = time.perf_counter() - started
+    from tunesmith.models.load import dtype_name
+
+    out["model_dtype"], out["model_dtype_resolved"] = cfg.model.dtype, dtype_name(cfg.model.dtype)
     if overrides.get("compile"):
         out.update(compile_summary([h["step_time"] for h in rows], [int(h["tokens"]) for h in rows], compile_per_step, args.warmup))
     return out
 
 
-def compile_summary(times: list[float], tokens: list[int], compile_s: list[float], warmup: int) -> dict:
-    """torch.compile cost apart from steady state: total compile seconds, the steps that compiled, and the
-    median rate over post-warm-up steps that compiled nothing (dynamic-shape recompiles hit later steps too)."""
-    quiet = [n / t for i, (n, t, c) in enumerate(zip(tokens, times, compile_s)) if i >= warmup and c < 0.05]
-    return {"compile_s": round(sum(compile_s), 2), "compile_steps": [i + 1 for i, c in enumerate(compile_s) if c >= 0.05],
-            "compile_s_per_step": [round(c, 2) for c in compile_s],
-            "tokens_per_s_steady": statistics.median(quiet) if quiet else None, "steady_steps": len(quiet)}
+def _trl_common(args: argparse.Namespace, job: dict, overrides: dict) -> dict:
+    return {"output_dir": str(args.work / "trl-out"), "max_steps": args.steps, "per_device_train_batch_size": job["batch"],
+            "learning_rate": job["lr"], "logging_steps": 1, "save_strategy": "no", "report_to": [],
+            "max_length": JOB["max_length"], "use_cpu": getattr(args, "device", "cpu") == "cpu",
+            "dataloader_num_workers": 0, "seed": JOB["seed"], **overrides}
 
 
-def _trl_sft(args: argparse.Namespace, job: dict, model, tokenizer, callbacks: list):
-    from datasets import Dataset
+def _lora():
     from peft import LoraConfig
+
+    return LoraConfig(r=JOB["r"], lora_alpha=JOB["alpha"], target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+
+
+def _trl_sft(args: argparse.Namespace, job: dict, model, tokenizer, callbacks: list, overrides: dict):
+    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     rows = [json.loads(line) for line in (args.data_dir / "prompt_completion.jsonl").read_text().splitlines()]
-    cfg = SFTConfig(output_dir=str(args.work / "trl-out"), max_steps=args.steps, per_device_train_batch_size=job["batch"],
-                    learning_rate=job["lr"], logging_steps=1, save_strategy="no", report_to=[], max_length=JOB["max_length"],
-                    use_cpu=True, dataloader_num_workers=0, seed=JOB["seed"], packing=False)
-    lora = LoraConfig(r=JOB["r"], lora_alpha=JOB["alpha"], target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+    cfg = SFTConfig(**_trl_common(args, job, overrides), packing=False)
     return SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                      peft_config=lora if job["method"] == "lora" else None, callbacks=callbacks)
+                      peft_config=_lora() if job["method"] == "lora" else None, callbacks=callbacks)
 
 
-def _trl_dpo(args: argparse.Namespace, job: dict, model, tokenizer, callbacks: list):
+def _trl_dpo(args: argparse.Namespace, job: dict, model, tokenizer, callbacks: list, overrides: dict):
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
     rows = [json.loads(line) for line in (args.data_dir / job["data"]).read_text().splitlines()]
-    cfg = DPOConfig(output_dir=str(args.work / "trl-out"), max_steps=args.steps, per_device_train_batch_size=job["batch"],
-                    learning_rate=job["lr"], logging_steps=1, save_strategy="no", report_to=[], max_length=JOB["max_length"],
-                    use_cpu=True, dataloader_num_workers=0, seed=JOB["seed"], beta=job["beta"])
-    lora = LoraConfig(r=JOB["r"], lora_alpha=JOB["alpha"], target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+    cfg = DPOConfig(**_trl_common(args, job, overrides), beta=job["beta"])
     return DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                      peft_config=lora, callbacks=callbacks)
+                      peft_config=_lora(), callbacks=callbacks)
 
 
 TRL_JOBS = {"sft": _trl_sft, "dpo": _trl_dpo}
 
 
-def worker_trl(args: argparse.Namespace) -> dict:
+def worker_trl(args: argparse.Namespace, overrides: dict | None = None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
@@ -171,17 +187,22 @@ def worker_trl(args: argparse.Namespace) -> dict:
     torch.manual_seed(JOB["seed"])
     times: list[float] = []
     tokens: list[int] = []
+    cuda = getattr(args, "device", "cpu") == "cuda"
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
+            if cuda:
+                torch.cuda.synchronize()
             self.t0 = time.perf_counter()
 
         def on_step_end(self, *a, **k):
+            if cuda:
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - self.t0)
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    trainer = TRL_JOBS[job["objective"]](args, job, model, tokenizer, [Timer()])
+    trainer = TRL_JOBS[job["objective"]](args, job, model, tokenizer, [Timer()], overrides or {})
     collate = trainer.data_collator
 
     def counting(examples):
@@ -195,37 +216,17 @@ def worker_trl(args: argparse.Namespace) -> dict:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     out = _summarise(times, tokens[: len(times)], losses, args.warmup)
     out["wall_s"] = time.perf_counter() - started
+    out["trl_settings"] = {"bf16": trainer.args.bf16, "gradient_checkpointing": trainer.args.gradient_checkpointing}
+    if cuda:
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
 
 def run_worker(args: argparse.Namespace) -> None:
     name = args.worker
-    result = worker_trl(args) if name == "trl" else worker_tunesmith(args, VARIANTS[name])
+    result = worker_trl(args, TRL_VARIANTS[name]) if name in TRL_VARIANTS else worker_tunesmith(args, VARIANTS[name])
     result.update(impl=name, peak_rss_mb=_peak_rss_mb())
     Path(args.result).write_text(json.dumps(result))
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    isa = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags]
-    versions = {}
-    for pkg in ("torch", "transformers", "peft", "trl", "tunesmith"):
-        try:
-            from importlib.metadata import version
-
-            versions[pkg] = version(pkg)
-        except Exception:  # noqa: BLE001 - a missing package is reported, not fatal
-            versions[pkg] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(), "versions": versions,
-            "slug": f"{re.sub(r'[^a-z0-9]+', '-', cpu.lower()).strip('-')[:24]}-{os.cpu_count()}c"}
 
 
 def prepare_data(data_dir: Path) -> int:
@@ -253,39 +254,25 @@ def as_preference(row: dict, index: int) -> dict:
             "rejected": [{"role": "assistant", "content": rejected}]}
 
 
-def spawn(name: str, args: argparse.Namespace) -> dict:
-    result = args.work / f"{name}-{time.monotonic_ns()}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--result", str(result), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--model", args.model, "--data-dir", str(args.data_dir), "--work", str(args.work),
-           "--job", args.job]
-    load = os.getloadavg()[0]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    if proc.returncode != 0:
-        killed = " (SIGKILL: out of memory?)" if proc.returncode == -9 else ""
-        return {"impl": name, "error": f"exit {proc.returncode}{killed}: {proc.stderr[-3000:]}", "load_before": load}
-    out = json.loads(result.read_text())
-    out["load_before"], out["load_after"] = load, os.getloadavg()[0]  # 1-min load average: others' work skews timings
-    return out
-
-
 def estimate_settings(overrides: dict) -> dict | None:
     """`estimate()` keyword arguments for a tunesmith variant's config overrides (None: a variant it does not model)."""
-    from tunesmith.config.schema import TrainConfig
+    from tunesmith.config.schema import ModelConfig, TrainConfig
 
     if overrides.get("compile"):
         return None  # torch.compile's fused graphs save other tensors than eager mode
     defaults = TrainConfig()
     checkpointing = overrides.get("gradient_checkpointing", defaults.gradient_checkpointing)
     return {"checkpoint_every": overrides.get("checkpoint_every", defaults.checkpoint_every) if checkpointing else 0,
-            "ce_chunk_size": overrides.get("ce_chunk_size", defaults.ce_chunk_size), "base_dtype": overrides.get("dtype", "bf16"),
+            "ce_chunk_size": overrides.get("ce_chunk_size", defaults.ce_chunk_size),
+            "base_dtype": overrides.get("dtype", ModelConfig().dtype),
             "low_memory_malloc": overrides.get("low_memory_malloc", defaults.low_memory_malloc)}
 
 
-def _estimate_flags(settings: dict) -> str:
+def _estimate_flags(settings: dict, method: str = "", job_method: str = "") -> str:
     """The `tunesmith estimate` options that differ from its defaults, as typed on the command line."""
     flags = {"checkpoint_every": ("--checkpoint-every", 0), "ce_chunk_size": ("--ce-chunk-size", 1024),
-             "base_dtype": ("--base-dtype", "bf16"), "low_memory_malloc": ("--low-memory-malloc", False)}
-    out = []
+             "base_dtype": ("--base-dtype", "auto"), "low_memory_malloc": ("--low-memory-malloc", False)}
+    out = [f"--method {method}"] if method and method != job_method else []
     for key, (flag, default) in flags.items():
         if settings.get(key, default) != default:
             out.append(flag if isinstance(default, bool) else f"{flag} {settings[key]}")
@@ -293,13 +280,15 @@ def _estimate_flags(settings: dict) -> str:
 
 
 def check_estimate(args: argparse.Namespace, runs: list[dict]) -> dict:
-    """`tunesmith estimate` for each tunesmith variant (with its checkpointing, CE chunk, dtype) vs its measured
-    peak RSS (target: within 25%; SFT jobs). Top-level keys: the default variant; `variants`: every variant."""
+    """`tunesmith estimate` for each tunesmith variant (with its checkpointing, CE chunk, dtype, method) vs its
+    measured peak RSS (target: within 25%; SFT jobs on CPU). Top-level keys: the default variant; `variants`: all."""
     from tunesmith.estimate import estimate
 
     job = JOBS[args.job]
     if job["objective"] != "sft":
         return {"skipped": f"estimate covers SFT only, not {job['objective']}"}
+    if getattr(args, "device", "cpu") != "cpu":
+        return {"skipped": "tunesmith does not train on CUDA yet"}
     config = json.loads((Path(args.model) / "config.json").read_text())
     checks: dict[str, dict] = {}
     for name in dict.fromkeys(["tunesmith", *(r["impl"] for r in runs if r.get("impl") in VARIANTS)]):
@@ -307,8 +296,10 @@ def check_estimate(args: argparse.Namespace, runs: list[dict]) -> dict:
         if settings is None:
             checks[name] = {"skipped": "torch.compile is not modelled"}
             continue
-        est = estimate(config, job["method"], job["batch"], JOB["max_length"], "cpu", JOB["r"], peak_flops=1.0, **settings)
-        check = {"estimate_gib": est.total_gib, "breakdown_gib": est.memory_gib, "flags": _estimate_flags(settings)}
+        method = VARIANTS[name].get("method", job["method"])
+        est = estimate(config, method, job["batch"], JOB["max_length"], "cpu", JOB["r"], peak_flops=1.0, **settings)
+        check = {"estimate_gib": est.total_gib, "breakdown_gib": est.memory_gib, "method": method,
+                 "base_dtype": est.base_dtype, "flags": _estimate_flags(settings, method, job["method"])}
         measured = [r["peak_rss_mb"] for r in runs if r.get("impl") == name and "error" not in r]
         if measured:
             peak_gib = statistics.median(measured) / 1024
@@ -318,84 +309,20 @@ def check_estimate(args: argparse.Namespace, runs: list[dict]) -> dict:
     return {**{k: v for k, v in checks["tunesmith"].items() if k != "flags"}, "variants": checks}
 
 
-def estimate_lines(record: dict, job: str) -> list[str]:
-    """README lines: one per variant whose estimate was checked against a measured peak (older records: one)."""
-    est = record["estimate_check"]
-    checks = est.get("variants") or {"tunesmith": est}
-    measured = {n: c for n, c in checks.items() if "measured_peak_rss_gib" in c}
-    lines = []
-    for name, c in measured.items():
-        options = f", {c['flags']}" if c.get("flags") else ""
-        variant = "" if list(measured) == ["tunesmith"] else f"{name}: "
-        lines.append(f"{'- ' if variant else ''}{variant}`tunesmith estimate` ({JOBS[job]['method']}, batch {JOBS[job]['batch']} x 512{options}): "
-                     f"{c['estimate_gib']} GiB vs measured peak RSS {c['measured_peak_rss_gib']} GiB "
-                     f"({c['relative_error']:+.0%}; within 25%: {c['within_25pct']}).")
-    return lines
+def resolve_model(args: argparse.Namespace) -> str:
+    """The HF folder both sides load: --model, a random Llama from --model-config, or the bundled model. Sets
+    args.model and returns the tag that names a non-default model in result files and README markers."""
+    from tunesmith.models.load import BUNDLED_ALIAS, resolve_model_path
 
+    bundled = str(resolve_model_path(BUNDLED_ALIAS))
+    if args.model_config:
+        from _models import build_random_model
 
-def summarise(runs: list[dict]) -> dict:
-    table: dict[str, dict] = {}
-    for name in dict.fromkeys(r["impl"] for r in runs):
-        ok = [r for r in runs if r["impl"] == name and "error" not in r]
-        if not ok:
-            table[name] = {"error": next(r["error"] for r in runs if r["impl"] == name)[-500:]}
-            continue
-        med = lambda key: statistics.median(r[key] for r in ok)  # noqa: E731
-        table[name] = {"runs": len(ok), "tokens_per_s": round(med("tokens_per_s_median"), 1),
-                       "tokens_per_s_aggregate": round(med("tokens_per_s_aggregate"), 1),
-                       "sec_per_step": round(med("sec_per_step_median"), 2), "peak_rss_mb": round(med("peak_rss_mb")),
-                       "final_loss": round(med("final_loss"), 4), "first_step_s": round(med("first_step_s"), 1),
-                       "max_step_tokens": max(r.get("max_step_tokens", 0) for r in ok)}
-        if all("compile_s" in r for r in ok):  # torch.compile: its cost, apart from steady-state throughput
-            steady = [r["tokens_per_s_steady"] for r in ok if r["tokens_per_s_steady"] is not None]
-            table[name].update(compile_s=round(med("compile_s"), 1),
-                               tokens_per_s_steady=round(statistics.median(steady), 1) if steady else None)
-    trl = table.get("trl", {})
-    for name, row in table.items():
-        if name != "trl" and "tokens_per_s" in row and "tokens_per_s" in trl:
-            row["speedup_vs_trl"] = round(row["tokens_per_s"] / trl["tokens_per_s"], 2)
-            row["rss_vs_trl"] = round(row["peak_rss_mb"] / trl["peak_rss_mb"], 2)
-    return table
-
-
-MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def markers(job: str) -> tuple[str, str]:
-    """README markers of a job's table (the LoRA job keeps the original ones)."""
-    return (MARK_START, MARK_END) if job == "lora" else (f"<!-- results-{job}:start -->", f"<!-- results-{job}:end -->")
-
-
-def update_readme(readme: Path, record: dict, result_file: str) -> None:
-    """Replace the job's table between its markers with this run's summary (appended when missing)."""
-    job = record.get("job_name", "lora")
-    start, end = markers(job)
-    lines = [start, "", *([f"Job: `--job {job}` ({JOBS[job]['objective']}, {JOBS[job]['method']})", ""] if job != "lora" else []),
-             f"Latest: `{result_file}` — {record['machine']['cpu']}, {record['machine']['cores']} cores, "
-             f"{record['steps']} steps ({record['warmup']} warm-up), load average before runs "
-             f"{min(record['load_before'])}–{max(record['load_before'])} (1-min average on {record['machine']['cores']} cores; "
-             "above the core count the timings measure the other work as much as ours).", "",
-             "| implementation | real tokens/s (median) | aggregate tokens/s | s/step | peak RSS (MB) | final loss | vs TRL speed | vs TRL RSS |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, row in record["summary"].items():
-        if "error" in row:
-            lines.append(f"| {name} | failed | | | | | | |")
-            continue
-        lines.append(f"| {name} | {row['tokens_per_s']} | {row['tokens_per_s_aggregate']} | {row['sec_per_step']} | "
-                     f"{row['peak_rss_mb']} | {row['final_loss']} | {row.get('speedup_vs_trl', '—')}x | {row.get('rss_vs_trl', '—')}x |")
-    compiled = {n: r for n, r in record["summary"].items() if r.get("compile_s") is not None}
-    for name, row in compiled.items():
-        lines += ["", f"{name}: torch.compile took {row['compile_s']} s (dynamo + AOT backward timers, median of runs); "
-                      f"steady-state {row['tokens_per_s_steady']} tokens/s over post-warm-up steps that compiled nothing."]
-    checked = estimate_lines(record, job)
-    if checked:
-        lines += ["", *checked]
-    lines += ["", end]
-    text = readme.read_text() if readme.exists() else f"# bench\n\n{start}\n{end}\n"
-    if start not in text:
-        text += f"\n{start}\n{end}\n"
-    head, rest = text.split(start, 1)
-    readme.write_text(head + "\n".join(lines) + rest.split(end, 1)[1])
+        label, folder = build_random_model(args.model_config, args.model_cache, bundled)
+        args.model = str(folder)
+        return label
+    args.model = str(resolve_model_path(args.model)) if args.model else bundled
+    return "" if args.model == bundled else Path(args.model).name.lower()
 
 
 def main() -> None:
@@ -406,6 +333,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", 1)))
     parser.add_argument("--variants", default=os.environ.get("VARIANTS", "tunesmith,trl"))
     parser.add_argument("--model", default=None, help="HF folder (default: the bundled SmolLM2-135M-Instruct)")
+    parser.add_argument("--model-config", default=os.environ.get("MODEL_CONFIG"),
+                        help="random-weight Llama instead: a preset (llama-0.5b, llama-1b, llama-tiny) or a config.json")
+    parser.add_argument("--model-cache", type=Path, default=HERE.parent / "runs" / "bench-models",
+                        help="where --model-config folders are built once and reused")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=os.environ.get("BENCH_DEVICE", "cpu"))
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--results", type=Path, default=HERE / "results")
@@ -416,33 +348,48 @@ def main() -> None:
     if args.worker:
         args.data_dir, args.work = Path(args.data_dir), Path(args.work)
         return run_worker(args)
-    from tunesmith.models.load import BUNDLED_ALIAS, resolve_model_path
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [n for n in names if n not in TRL_VARIANTS and n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(TRL_VARIANTS)}, {', '.join(VARIANTS)}")
+    if args.device == "cuda":
+        import torch
 
-    args.model = str(resolve_model_path(args.model or BUNDLED_ALIAS))
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: torch sees no CUDA device here")
+    refused = {n: why for n in names if (why := variant_unavailable(n, args.job, args.device))}
+    for why in refused.values():
+        print(f"not run: {why}", file=sys.stderr, flush=True)
+    if len(refused) == len(names):
+        parser.error("no requested variant can run here (see the messages above)")
+    model_tag = resolve_model(args)
+    tag = "-".join(t for t in ("cuda" if args.device == "cuda" else "", model_tag) if t)  # own table and file name
     args.work = args.work or Path(tempfile.mkdtemp(prefix="tunesmith-bench-"))
     args.data_dir = args.data_dir or args.work / "data"
-    names = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [n for n in names if n != "trl" and n not in VARIANTS]
-    if unknown:
-        parser.error(f"unknown variants {unknown}; known: trl, {', '.join(VARIANTS)}")
     rows = prepare_data(args.data_dir)
-    runs = []
+    flags = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--model", args.model, "--data-dir", str(args.data_dir),
+             "--work", str(args.work), "--job", args.job, "--device", args.device]
+    runs = [{"impl": n, "error": why, "refused": True, "load_before": os.getloadavg()[0]} for n, why in refused.items()]
+    runnable = [n for n in names if n not in refused]
     for round_ in range(args.rounds):
-        for name in names if round_ % 2 == 0 else names[::-1]:  # alternate who goes first
+        for name in runnable if round_ % 2 == 0 else runnable[::-1]:  # alternate who goes first
             print(f"round {round_ + 1}/{args.rounds}: {name} ...", file=sys.stderr, flush=True)
-            runs.append(spawn(name, args))
+            runs.append(spawn(Path(__file__).resolve(), name, args, flags))
             r = runs[-1]
             print(f"  {r.get('tokens_per_s_median', 0):.1f} tok/s, {r.get('peak_rss_mb', 0):.0f} MB, "
                   f"loss {r.get('final_loss', float('nan')):.4f} {r.get('error', '')[:60]} {r.get('error', '')[-240:]}",
                   file=sys.stderr, flush=True)
-    info = machine()
-    record = {"date": dt.date.today().isoformat(), "machine": info, "job_name": args.job,
-              "job": {**JOB, **JOBS[args.job], "rows": rows, "lora_dropout": 0.0},
-              "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "variants": {n: VARIANTS.get(n) for n in names},
-              "load_before": [round(r["load_before"], 2) for r in runs], "runs": runs, "summary": summarise(runs)}
+    info = machine(args.device)
+    baseline = next((n for n in TRL_VARIANTS if n in runnable), "trl")
+    record = {"date": dt.date.today().isoformat(), "machine": info, "job_name": args.job, "device": args.device,
+              "tag": tag, "model": args.model, "model_label": model_tag or "smollm2-135m-instruct",
+              "job": {**JOB, **JOBS[args.job], "rows": rows, "lora_dropout": 0.0}, "steps": args.steps, "warmup": args.warmup,
+              "rounds": args.rounds, "variants": {n: VARIANTS.get(n, TRL_VARIANTS.get(n)) for n in names}, "baseline": baseline,
+              "load_before": [round(r["load_before"], 2) for r in runs if not r.get("refused")], "runs": runs,
+              "summary": summarise(runs, baseline)}
     record["estimate_check"] = check_estimate(args, runs)
     args.results.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.job == "lora" else f"-{args.job}"
+    suffix = ("" if args.job == "lora" else f"-{args.job}") + (f"-{tag}" if tag else "")
     out = args.results / f"{record['date']}-{info['slug']}{suffix}.json"
     out.write_text(json.dumps(record, indent=1))
     if not args.no_readme:

@@ -3,9 +3,15 @@
 Reads only the model's config.json (no weights). The memory figure is the steady-state peak of a training step
 (optimizer state allocated, longest batch), as process RSS on CPU. Terms, in bytes (h hidden, i intermediate,
 q/kv attention widths, V vocab, T tokens = batch x seq_len, L blocks, e activation element size):
+- dtypes: `base_dtype` is model.dtype: bf16, fp32 or auto (bf16 where it is native: a CUDA GPU, or a CPU with AMX
+  or AVX512-BF16; fp32 elsewhere, e.g. an AVX2-only CPU, where torch emulates bf16 ~100x slower than fp32).
+  full trains every weight in fp32 without autocast whatever the base dtype; lora/qlora compute in the base
+  dtype (bf16 autocast on a bf16 base). The compute dtype sets the activation element size and the matmul rate.
 - weights: full = 4 B/param (tunesmith trains everything in fp32, so the run has no autocast); lora = base in
-  bf16 (2 B; fp32 with `base_dtype="fp32"`) + adapters fp32; qlora = linear weights in NF4 with double
-  quantisation (~4.13 bits, Dettmers et al. 2023) + the rest bf16.
+  the base dtype (2 B bf16, 4 B fp32) + adapters fp32; qlora (bitsandbytes, as `method.kind: qlora`) = block
+  linear weights in NF4 with double quantisation (~4.13 bits, Dettmers et al. 2023), the rest (embeddings / LM
+  head, norms) in the compute dtype, adapters fp32, plus one transient dequantised copy of the largest linear
+  weight in the compute dtype (bitsandbytes dequantises each 4-bit weight before every matmul on CPU).
 - gradients: those alive at the peak. The peak is at the end of the forward pass (LM head chunk, below), when the
   only gradient in memory is the LM head's, which the chunked CE computes during forward (full: 4Vh fp32). Block
   gradients (4 B per trainable parameter) appear in backward as the activations they replace are freed, so they
@@ -27,37 +33,47 @@ q/kv attention widths, V vocab, T tokens = batch x seq_len, L blocks, e activati
   that a block's freed temporaries leave between the tensors that stay alive; the next block cannot reuse all
   of them, so the heap grows beyond the live tensors. Measured on SmolLM2-135M (RSS minus live tensor bytes
   from torch.profiler): 6.9 KB per token and block with checkpointing, 11.5 KB for LoRA, 8.4 KB for full,
-  proportional to tokens; modelled as 4(h + i) B per token and block. `train.low_memory_malloc` (mmap threshold
-  pinned to 128 KiB) returns freed tensors to the OS, which removes the term (RSS then matches live bytes to 1%).
+  proportional to tokens; modelled as 4(h + i) B per token and block. Adapters on an fp32 base (lora/qlora
+  with no autocast, model.dtype auto on an AVX2-only CPU) retain far more: 35 KB (lora) and 41 KB (qlora) per
+  token and block, measured as RSS with minus without `train.low_memory_malloc` on a 2-core AVX2 EPYC
+  (2026-12-01; live bytes matched the estimate to 0.5%); modelled as 4 x 4(h + i), not measured with
+  checkpointing. `train.low_memory_malloc` (mmap threshold pinned to 128 KiB) returns freed tensors to the OS,
+  which removes the term (RSS then matches live bytes to 1%).
 - runtime: the framework itself (Python, torch, transformers, peft, the tokenizer and the tokenised data; CPU
   process RSS before the first step minus the weights, measured 0.43 GiB; or the CUDA context).
 Measured against tunesmith runs of the bench job (bench/sft_vs_trl.py, SmolLM2-135M, batch 8 x 512 tokens):
 LoRA 5.31 GiB peak RSS (estimate -8%), with checkpointing 2.17 GiB (+16%), full 7.81 GiB (+11%: its peak
 came in step 1, before the optimizer state exists; the estimate is the steady state), full with checkpointing
-4.63 GiB (-13%); LoRA with train.low_memory_malloc 3.88 GiB (+1%).
+4.63 GiB (-13%); LoRA with train.low_memory_malloc 3.88 GiB (+1%) (all on an avx512_bf16 EPYC, bf16 base).
+fp32 base (AVX2 EPYC, model.dtype auto): LoRA 10.35 GiB (-3%), with train.low_memory_malloc 6.23 GiB (-0.5%),
+QLoRA (NF4, fp32 compute) 10.72 GiB (-9%).
 Throughput: FLOPs per token ~ 6N (full) or ~4N (LoRA/QLoRA: forward 2N + input gradients 2N; the adapters'
 weight gradients are negligible; Kaplan et al. 2020) plus attention, divided into the device's sustained
-matmul rate times an efficiency measured for tunesmith on that device class.
+matmul rate **in the compute dtype** (CPU: measured at run time with that dtype; GPUs: the table's bf16 tensor
+core or plain fp32 peak, as torch's default fp32 matmul precision uses no TF32) times an efficiency measured
+for tunesmith on that device class. QLoRA counts the same FLOPs as LoRA; its per-matmul dequantisation is not
+modelled, so the figure is an upper bound (real QLoRA runs are slower than LoRA).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 GIB = 1024**3
 METHODS = ("full", "lora", "qlora")
-BASE_DTYPES = ("bf16", "fp32")
-# bf16 dense matmul peak (FLOP/s), the share of it a training step sustains (calibrated by bench/), the
-# framework's own memory, and whether glibc's heap retention applies (CPU processes only).
+BASE_DTYPES = ("auto", "bf16", "fp32")
+# Dense matmul peak (FLOP/s) in bf16 (tensor cores) and plain fp32 (no TF32: torch's default fp32 matmul
+# precision), the share of it a training step sustains (calibrated by bench/ on CPU), the framework's own memory,
+# and whether glibc's heap retention applies (CPU processes only). CPU peaks are measured at run time.
 DEVICES: dict[str, dict[str, float]] = {
-    "cpu": {"peak_flops": 0.0, "efficiency": 0.30, "runtime_bytes": 0.45 * GIB, "allocator": 1.0},  # peak measured at run time
-    "h100": {"peak_flops": 989e12, "efficiency": 0.35, "runtime_bytes": 0.6 * GIB, "allocator": 0.0},
-    "h200": {"peak_flops": 989e12, "efficiency": 0.35, "runtime_bytes": 0.6 * GIB, "allocator": 0.0},
-    "a100": {"peak_flops": 312e12, "efficiency": 0.35, "runtime_bytes": 0.6 * GIB, "allocator": 0.0},
-    "rtx4090": {"peak_flops": 165e12, "efficiency": 0.30, "runtime_bytes": 0.5 * GIB, "allocator": 0.0},
+    "cpu": {"peak_flops": 0.0, "peak_flops_fp32": 0.0, "efficiency": 0.30, "runtime_bytes": 0.45 * GIB, "allocator": 1.0},
+    "h100": {"peak_flops": 989e12, "peak_flops_fp32": 67e12, "efficiency": 0.35, "runtime_bytes": 0.6 * GIB, "allocator": 0.0},
+    "h200": {"peak_flops": 989e12, "peak_flops_fp32": 67e12, "efficiency": 0.35, "runtime_bytes": 0.6 * GIB, "allocator": 0.0},
+    "a100": {"peak_flops": 312e12, "peak_flops_fp32": 19.5e12, "efficiency": 0.35, "runtime_bytes": 0.6 * GIB, "allocator": 0.0},
+    "rtx4090": {"peak_flops": 165e12, "peak_flops_fp32": 82.6e12, "efficiency": 0.30, "runtime_bytes": 0.5 * GIB, "allocator": 0.0},
 }
 NF4_BYTES = 4.127 / 8  # 4-bit NormalFloat + double-quantised absmax scales
 CE_BYTES_MULTI, CE_BYTES_SINGLE = 12, 8  # bytes per (position x vocab) entry alive in the LM head chunk loop
@@ -100,12 +116,34 @@ class Shape:
         return self.layers * sum(r * (a + b) for a, b in self.linears())
 
 
-def activation_element_bytes(method: str, base_dtype: str = "bf16") -> int:
+def resolve_base_dtype(base_dtype: str = "auto", device: str = "cpu") -> str:
+    """'bf16' or 'fp32': what model.dtype `base_dtype` means on `device` ('auto': bf16 where native; every GPU in
+    DEVICES runs bf16 natively, the CPU is asked via `tunesmith.models.load.dtype_name`)."""
+    from tunesmith.errors import TunesmithError
+
+    if base_dtype not in BASE_DTYPES:
+        raise TunesmithError(f"--base-dtype: unknown dtype '{base_dtype}' (use {', '.join(BASE_DTYPES)})")
+    if base_dtype != "auto":
+        return base_dtype
+    if device != "cpu":
+        return "bf16"
+    from tunesmith.models.load import dtype_name
+
+    return dtype_name("auto", "cpu")
+
+
+def compute_dtype(method: str, base_dtype: str = "auto", device: str = "cpu") -> str:
+    """The dtype the step's matmuls run in: fp32 for full fine-tuning (fp32 master weights, no autocast) and for
+    an fp32 base; bf16 (autocast) for adapters on a bf16 base."""
+    return "fp32" if method == "full" else resolve_base_dtype(base_dtype, device)
+
+
+def activation_element_bytes(method: str, base_dtype: str = "auto") -> int:
     """Bytes per saved activation element: 2 under bf16 autocast (adapters on a bf16 base), else 4 (full: fp32)."""
-    return 2 if method != "full" and base_dtype == "bf16" else 4
+    return 2 if compute_dtype(method, base_dtype) == "bf16" else 4
 
 
-def activation_bytes_per_token_layer(s: Shape, method: str, r: int = 16, base_dtype: str = "bf16") -> float:
+def activation_bytes_per_token_layer(s: Shape, method: str, r: int = 16, base_dtype: str = "auto") -> float:
     """Bytes saved for backward per token per block (terms in the module docstring).
 
     Measured with torch's saved-tensor hooks on SmolLM2-shaped blocks (tests/unit/test_estimate.py): LoRA on a
@@ -119,9 +157,14 @@ def activation_bytes_per_token_layer(s: Shape, method: str, r: int = 16, base_dt
     return float(norms + attention + 4 * e * i + adapters)
 
 
-def allocator_bytes_per_token_layer(s: Shape) -> float:
-    """glibc heap kept beyond the live tensors, per token and block (CPU; measured 6.9-11.5 KB on SmolLM2-135M)."""
-    return float(4 * (s.hidden + s.intermediate))
+FP32_ADAPTER_HEAP_FACTOR = 4  # adapters on an fp32 base: 35-41 KB vs the 8.4 KB model on SmolLM2-135M (module doc)
+
+
+def allocator_bytes_per_token_layer(s: Shape, method: str = "lora", base_dtype: str = "bf16") -> float:
+    """glibc heap kept beyond the live tensors, per token and block (CPU; measured 6.9-11.5 KB on SmolLM2-135M
+    for a bf16 base or full fine-tuning, 35-41 KB for lora/qlora on an fp32 base)."""
+    fp32_adapters = method in ("lora", "qlora") and compute_dtype(method, base_dtype) == "fp32"
+    return float(4 * (s.hidden + s.intermediate) * (FP32_ADAPTER_HEAP_FACTOR if fp32_adapters else 1))
 
 
 def logits_bytes(s: Shape, tokens: int, ce_chunk_size: int) -> float:
@@ -144,22 +187,28 @@ class Estimate:
     flops_per_token: float
     peak_tflops: float
     tokens_per_s: float
+    base_dtype: str = "bf16"  # model.dtype as resolved ('auto' -> bf16 or fp32)
+    compute_dtype: str = "bf16"  # the dtype of the matmul rate (peak_tflops) and of the saved activations
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def memory_terms(s: Shape, method: str, batch: int, seq_len: int, r: int, checkpoint_every: int,
-                 ce_chunk_size: int, runtime_bytes: float, base_dtype: str = "bf16", grad_accum: int = 1,
+                 ce_chunk_size: int, runtime_bytes: float, base_dtype: str = "auto", grad_accum: int = 1,
                  allocator: bool = False) -> tuple[dict[str, float], int]:
     """Memory breakdown in bytes at the step's peak and the trainable parameter count (`checkpoint_every`: 0 = no
-    activation checkpointing, n = every n-th block recomputed in backward; `allocator`: add glibc heap retention)."""
+    activation checkpointing, n = every n-th block recomputed in backward; `allocator`: add glibc heap retention;
+    `base_dtype` 'auto' resolves for this CPU — `estimate` resolves it for its device first)."""
+    base_dtype = resolve_base_dtype(base_dtype)
     n = s.params()
     trainable = n if method == "full" else s.lora_params(r)
     linear = s.layers * s.block_linear_params()
-    base = 2 if base_dtype == "bf16" else 4
+    base = 2 if base_dtype == "bf16" else 4  # lora/qlora compute dtype = base dtype
+    dequantised = base * max(a * b for a, b in s.linears())  # bitsandbytes' per-matmul copy of the largest linear
     weights = {"full": 4 * n, "lora": base * n + 4 * trainable,
-               "qlora": NF4_BYTES * linear + 2 * (n - linear) + 4 * trainable}[method]
+               "qlora": NF4_BYTES * linear + base * (n - linear) + 4 * trainable + dequantised}[method]
     tokens = batch * seq_len
     e = activation_element_bytes(method, base_dtype)
     per_layer = activation_bytes_per_token_layer(s, method, r, base_dtype)
@@ -170,7 +219,7 @@ def memory_terms(s: Shape, method: str, batch: int, seq_len: int, r: int, checkp
     head_grad = 4 * s.vocab * s.hidden if method == "full" else 0  # computed in forward by the chunked CE
     blocks_grad = 4 * trainable - head_grad
     gradients = head_grad + (blocks_grad if grad_accum > 1 else max(0.0, blocks_grad - activations - logits))
-    retained = tokens * s.layers * allocator_bytes_per_token_layer(s) if allocator else 0.0
+    retained = tokens * s.layers * allocator_bytes_per_token_layer(s, method, base_dtype) if allocator else 0.0
     terms = {"weights": weights, "gradients": gradients, "optimizer": 8 * trainable, "activations": activations,
              "logits": logits, "allocator": retained, "runtime": runtime_bytes}
     return terms, trainable
@@ -184,18 +233,30 @@ def flops_per_token(s: Shape, method: str, seq_len: int) -> float:
     return factor * body + 3 * attention
 
 
-def measure_cpu_bf16_flops(size: int = 1024, seconds: float = 1.0) -> float:
-    """Sustained bf16 matmul FLOP/s of this CPU (all threads torch uses)."""
+def measure_cpu_matmul_flops(dtype: str = "fp32", size: int | None = None, seconds: float = 1.0) -> float:
+    """Sustained FLOP/s of this CPU's linear layers in `dtype` ('bf16' or 'fp32'; all threads torch uses), timed
+    with `F.linear` as nn.Linear runs it (on an AVX2-only EPYC bf16 `F.linear` ran at ~9 GFLOP/s, fp32 at ~77 per
+    core, a bf16 `a @ b` at ~1). Where bf16 is emulated a smaller matrix keeps the measurement near `seconds`."""
     import torch
+    import torch.nn.functional as F
 
-    a = torch.randn(size, size, dtype=torch.bfloat16)
-    b = torch.randn(size, size, dtype=torch.bfloat16)
-    a @ b
+    from tunesmith.models.load import DTYPES, fast_bf16
+
+    if size is None:
+        size = 1024 if dtype == "fp32" or fast_bf16("cpu") else 512
+    x = torch.randn(size, size, dtype=DTYPES[dtype])
+    w = torch.randn(size, size, dtype=DTYPES[dtype])
+    F.linear(x, w)
     runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
+    while time.perf_counter() - start < seconds or runs == 0:
+        F.linear(x, w)
         runs += 1
     return 2 * size**3 * runs / (time.perf_counter() - start)
+
+
+def measure_cpu_bf16_flops(size: int = 1024, seconds: float = 1.0) -> float:
+    """Sustained bf16 matmul FLOP/s of this CPU (kept for callers of the old name)."""
+    return measure_cpu_matmul_flops("bf16", size, seconds)
 
 
 def read_model_config(model: str) -> tuple[str, dict]:
@@ -208,25 +269,35 @@ def read_model_config(model: str) -> tuple[str, dict]:
 
 def estimate(model_config: dict, method: str, batch: int, seq_len: int, device: str = "cpu", r: int = 16,
              checkpoint_every: int = 0, ce_chunk_size: int = 1024, peak_flops: float | None = None,
-             name: str = "", base_dtype: str = "bf16", grad_accum: int = 1, low_memory_malloc: bool = False) -> Estimate:
-    """The full estimate; `peak_flops` overrides the device table (for CPU it is measured when not given).
-    `base_dtype`: the frozen base's dtype (model.dtype; full always trains fp32); `low_memory_malloc`: the
-    train option that removes glibc's heap retention on CPU."""
+             name: str = "", base_dtype: str = "auto", grad_accum: int = 1, low_memory_malloc: bool = False) -> Estimate:
+    """The full estimate; `peak_flops` (the matmul rate in the run's compute dtype) overrides the device table
+    (for CPU it is measured when not given, in that dtype). `base_dtype`: model.dtype (auto | bf16 | fp32; full
+    always trains fp32); `low_memory_malloc`: the train option that removes glibc's heap retention on CPU."""
     from tunesmith.errors import TunesmithError
 
     if method not in METHODS:
         raise TunesmithError(f"--method: unknown method '{method}' (use {', '.join(METHODS)})")
     if device not in DEVICES:
         raise TunesmithError(f"--device: unknown device '{device}' (known: {', '.join(DEVICES)})")
-    if base_dtype not in BASE_DTYPES:
-        raise TunesmithError(f"--base-dtype: unknown dtype '{base_dtype}' (use {', '.join(BASE_DTYPES)})")
+    base = resolve_base_dtype(base_dtype, device)
+    compute = compute_dtype(method, base, device)
     spec = DEVICES[device]
     s = Shape.from_config(model_config)
     terms, trainable = memory_terms(s, method, batch, seq_len, r, checkpoint_every, ce_chunk_size, spec["runtime_bytes"],
-                                    base_dtype, grad_accum, bool(spec["allocator"]) and not low_memory_malloc)
-    peak = peak_flops or spec["peak_flops"] or measure_cpu_bf16_flops()
+                                    base, grad_accum, bool(spec["allocator"]) and not low_memory_malloc)
+    table = spec["peak_flops"] if compute == "bf16" else spec["peak_flops_fp32"]
+    peak = peak_flops or table or measure_cpu_matmul_flops(compute)
+    notes = []
+    if method == "qlora":
+        notes.append(f"qlora: bitsandbytes dequantises every 4-bit weight to {compute} before each matmul (forward, and "
+                     "again for the input gradient); that time is not modelled, so expect fewer tokens/s than lora")
+    if device == "cpu" and compute == "bf16" and peak_flops is None:
+        from tunesmith.models.load import fast_bf16
+
+        if not fast_bf16("cpu"):
+            notes.append("bf16 is emulated on this CPU (no AMX / AVX512-BF16): model.dtype auto would pick fp32")
     recompute = 1 / checkpoint_every if checkpoint_every > 0 else 0.0  # share of blocks run forward twice
     fpt = flops_per_token(s, method, seq_len) * (1 + recompute * (2 / (6 if method == "full" else 4)))
     return Estimate(name, method, device, s.params(), trainable, batch * seq_len,
                     {k: round(v / GIB, 3) for k, v in terms.items()}, round(sum(terms.values()) / GIB, 3),
-                    fpt, peak / 1e12, peak * spec["efficiency"] / fpt)
+                    fpt, peak / 1e12, peak * spec["efficiency"] / fpt, base, compute, notes)

@@ -1,4 +1,4 @@
-"""The bundled alignment demo configs (configs/rm_demo.yaml, configs/dpo_demo.yaml) validate end to end with a
+"""The bundled alignment demo configs (configs/rm_demo.yaml, dpo_demo.yaml, dpo_sft_demo.yaml) validate end to end with a
 tiny model swapped in, on data written by `tunesmith task make-prefs`; the real runs are in notes/align-pref.md."""
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def test_rm_demo_config_validates_with_a_tiny_model(tmp_path, tiny_model_dir, pr
     assert "2 optimizer steps" in text  # 12 pairs / batch 8
 
 
-def test_dpo_demo_config_validates_from_an_adapter_with_precomputed_reference(tmp_path, tiny_model_dir, prefs, capsys):
+@pytest.mark.parametrize("config", ["dpo_demo.yaml", "dpo_sft_demo.yaml"])
+def test_dpo_demo_config_validates_from_an_adapter_with_precomputed_reference(config, tmp_path, tiny_model_dir, prefs, capsys):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -46,7 +47,7 @@ def test_dpo_demo_config_validates_from_an_adapter_with_precomputed_reference(tm
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear")).save_pretrained(adapter)
     overrides = _overrides(tiny_model_dir, prefs, tmp_path) + [f"model.adapter={adapter}", f"align.ref_logps_cache={tmp_path / 'cache'}"]
-    main(["validate", str(ROOT / "configs/dpo_demo.yaml"), *overrides, "--no-time-step"])
+    main(["validate", str(ROOT / "configs" / config), *overrides, "--no-time-step"])
     text = _table_text(capsys.readouterr().out)
     assert "objective dpo, reference: copy" in text  # started from an adapter: a frozen copy of it
     assert "eval rows 6" in text and "24 rows" in text and "2 optimizer steps" in text

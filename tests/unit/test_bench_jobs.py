@@ -55,3 +55,104 @@ def test_jobs_are_selectable_and_lora_keeps_the_original_table(bench):
     assert set(sft_vs_trl.JOBS) == {"lora", "full", "dpo"}
     assert sft_vs_trl.markers("lora") == ("<!-- results:start -->", "<!-- results:end -->")
     assert sft_vs_trl.markers("dpo") == ("<!-- results-dpo:start -->", "<!-- results-dpo:end -->")
+
+
+def test_variants_that_cannot_run_say_why_instead_of_crashing(bench):
+    """tunesmith-qlora needs method.kind qlora in the schema and bitsandbytes; tunesmith variants are refused on
+    CUDA (the training loop does not place the model on a GPU); TRL runs anywhere."""
+    import importlib.util
+    import typing
+
+    from tunesmith.config.schema import MethodConfig
+
+    sft_vs_trl, _ = bench
+    assert sft_vs_trl.VARIANTS["tunesmith-bf16"] == {"dtype": "bf16"}
+    assert sft_vs_trl.VARIANTS["tunesmith-qlora"] == {"method": "qlora"}
+    assert sft_vs_trl.variant_unavailable("tunesmith", "lora") is None
+    assert sft_vs_trl.variant_unavailable("trl", "lora", "cuda") is None
+    assert "not implemented yet" in sft_vs_trl.variant_unavailable("tunesmith", "lora", "cuda")
+    assert "SFT jobs only" in sft_vs_trl.variant_unavailable("tunesmith-packed", "dpo")
+    assert "full job" in sft_vs_trl.variant_unavailable("tunesmith-qlora", "full")
+    why = sft_vs_trl.variant_unavailable("tunesmith-qlora", "lora")
+    if "qlora" not in typing.get_args(MethodConfig.model_fields["kind"].annotation):
+        assert "no method.kind 'qlora'" in why
+    elif importlib.util.find_spec("bitsandbytes") is None:
+        assert "bitsandbytes" in why
+    else:
+        assert why is None
+    with pytest.raises(SystemExit, match="not implemented yet"):  # the worker checks again
+        import argparse
+
+        sft_vs_trl.worker_tunesmith(argparse.Namespace(job="lora", device="cuda"), {})
+
+
+def _record(machine: dict, summary: dict, **extra) -> dict:
+    return {"job_name": "lora", "job": {"method": "lora", "objective": "sft", "batch": 8, "max_length": 512},
+            "machine": machine, "steps": 2, "warmup": 1, "load_before": [0.5, 0.7], "summary": summary,
+            "estimate_check": {}, **extra}
+
+
+def test_table_names_the_machine_capability_and_refused_rows(bench, tmp_path):
+    sft_vs_trl, _ = bench
+    import _harness
+
+    info = sft_vs_trl.machine("cpu")
+    assert info["cpu_capability"] and isinstance(info["bf16_native"], bool) and info["gpu"] is None
+    assert info["slug"].endswith(f"-{info['cores']}c-{info['cpu_capability'].lower()}")  # e.g. amd-epyc-2c-avx2
+    runs = [{"impl": "tunesmith", "tokens_per_s_median": 300.0, "tokens_per_s_aggregate": 290.0, "sec_per_step_median": 2.0,
+             "peak_rss_mb": 3000, "final_loss": 3.0, "first_step_s": 3.0, "max_step_tokens": 4096},
+            {"impl": "trl-fp32", "tokens_per_s_median": 100.0, "tokens_per_s_aggregate": 95.0, "sec_per_step_median": 6.0,
+             "peak_rss_mb": 6000, "final_loss": 2.9, "first_step_s": 7.0, "max_step_tokens": 1800},
+            {"impl": "tunesmith-qlora", "error": "tunesmith-qlora: no method.kind 'qlora' yet", "refused": True}]
+    summary = _harness.summarise(runs, baseline="trl-fp32")
+    assert summary["tunesmith"]["speedup_vs_trl"] == 3.0 and summary["tunesmith"]["rss_vs_trl"] == 0.5
+    assert summary["tunesmith-qlora"]["refused"]
+    avx2 = {"cpu": "AMD EPYC", "cores": 2, "cpu_capability": "AVX2", "bf16_native": False}
+    readme = tmp_path / "README.md"
+    readme.write_text("# bench\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\nafter\n")
+    sft_vs_trl.update_readme(readme, _record(avx2, summary, baseline="trl-fp32"), "results/x.json")
+    text = readme.read_text()
+    assert "torch CPU capability AVX2, bf16 emulated, so model.dtype auto = fp32" in text and "old" not in text
+    assert "| tunesmith-qlora | not run: tunesmith-qlora: no method.kind 'qlora' yet |" in text
+    assert "vs trl-fp32 speed" in text and text.endswith("after\n")
+    gpu = {**avx2, "gpu": "NVIDIA H100 80GB HBM3"}  # another machine or model: a table of its own
+    sft_vs_trl.update_readme(readme, _record(gpu, summary, tag="cuda-llama-1b", model_label="llama-1b", device="cuda"),
+                             "results/y.json")
+    text = readme.read_text()
+    assert "<!-- results-lora-cuda-llama-1b:start -->" in text and "GPU NVIDIA H100 80GB HBM3" in text
+    assert text.count("Latest:") == 2 and "model `llama-1b`, device cuda" in text
+    older = {"cpu": "AMD EPYC", "cores": 2}  # records written before the capability keys existed
+    assert _harness.machine_line(older) == "AMD EPYC, 2 cores"
+
+
+def test_random_llama_preset_is_built_once_and_loads_in_both(bench, bundled_path, tmp_path):
+    """--model-config llama-tiny: random weights from a LlamaConfig plus the bundled tokenizer in one folder that
+    transformers (TRL's loader) and tunesmith's loader both read; the second call reuses the folder."""
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import _models
+    from tunesmith.config.schema import ModelConfig
+    from tunesmith.models.load import load_model, load_tokenizer
+
+    label, folder = _models.build_random_model("llama-tiny", tmp_path, str(bundled_path))
+    assert label == "llama-tiny" and (folder / "config.json").is_file()
+    stamp = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert _models.build_random_model("llama-tiny", tmp_path, str(bundled_path)) == (label, folder)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamp  # not rebuilt
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["vocab_size"] == len(tokenizer)
+    assert sum(p.numel() for p in model.parameters()) == _models.param_count(config)
+    assert model.config.hidden_size == _models.PRESETS["llama-tiny"]["hidden_size"]
+    ours, ours_tok = load_model(ModelConfig(name_or_path=str(folder), dtype="fp32")), load_tokenizer(str(folder))
+    assert torch.equal(ours.get_input_embeddings().weight, model.get_input_embeddings().weight)
+    assert ours_tok("def f(): pass")["input_ids"] == tokenizer("def f(): pass")["input_ids"]
+    (tmp_path / "custom.json").write_text(json.dumps({"model_type": "llama", **_models.PRESETS["llama-tiny"], "num_hidden_layers": 1}))
+    assert _models.config_fields(str(tmp_path / "custom.json")) == ("custom", {**_models.DEFAULTS, **_models.PRESETS["llama-tiny"],
+                                                                              "num_hidden_layers": 1})
+    with pytest.raises(SystemExit, match="neither a preset"):
+        _models.config_fields(str(tmp_path / "missing.json"))

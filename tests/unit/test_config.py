@@ -141,7 +141,7 @@ def test_wrong_type_names_key_expected_type_and_value(tmp_path):
     msg = error_of(write(tmp_path, "train:\n  batch_size: many\nmodel:\n  dtype: fp16\n"))
     assert "invalid config (2 problems)" in msg
     assert "config.yaml:2: train.batch_size: Input should be a valid integer" in msg and "(got 'many')" in msg
-    assert "config.yaml:4: model.dtype: Input should be 'bf16' or 'fp32' (got 'fp16')" in msg
+    assert "config.yaml:4: model.dtype: Input should be 'auto', 'bf16' or 'fp32' (got 'fp16')" in msg
     msg = error_of(None, ["method.lora.targets=5"])
     assert "method.lora.targets: expected str or list[str], got 5" in msg
     msg = error_of(None, ["train.lr=-1"])
@@ -195,7 +195,7 @@ def test_every_field_has_a_description():
 def test_describe_fields_rows():
     rows = {row[0]: row for row in describe_fields()}
     assert rows["train.lr"] == ("train.lr", "float", "0.0002", "peak learning rate")
-    assert rows["model.dtype"][1] == "'bf16' | 'fp32'"
+    assert rows["model.dtype"][1:3] == ("'auto' | 'bf16' | 'fp32'", "auto")
     assert rows["data.train[].path"][2] == "required"
     assert rows["method.lora.targets"][1:3] == ("str | list[str]", "all-linear")
     assert "method.lora" not in rows and "train" not in rows  # sections are expanded, not listed

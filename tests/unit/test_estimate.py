@@ -9,7 +9,7 @@ import torch
 
 from tunesmith.cli.main import main
 from tunesmith.errors import TunesmithError
-from tunesmith.estimate import GIB, Shape, estimate, flops_per_token, memory_terms
+from tunesmith.estimate import DEVICES, GIB, NF4_BYTES, Shape, estimate, flops_per_token, memory_terms
 
 SMOLLM2 = {"vocab_size": 49152, "hidden_size": 576, "num_hidden_layers": 30, "intermediate_size": 1536,
            "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "tie_word_embeddings": True}
@@ -31,16 +31,19 @@ def test_smollm2_counts_and_method_ordering():
     assert shape.params() == 134_515_008  # SmolLM2-135M, tied embeddings
     assert shape.lora_params(16) == 4_884_480  # what peft reports for r=16 all-linear
     full, _ = memory_terms(shape, "full", 8, 512, 16, 0, 1024, 0)
-    lora, trainable = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0)
-    qlora, _ = memory_terms(shape, "qlora", 8, 512, 16, 0, 1024, 0)
+    lora, trainable = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0, base_dtype="bf16")
+    qlora, _ = memory_terms(shape, "qlora", 8, 512, 16, 0, 1024, 0, base_dtype="bf16")
     assert full["weights"] == 4 * shape.params() and full["optimizer"] == 8 * shape.params()
     assert lora["optimizer"] == 8 * trainable and lora["gradients"] == 0  # not alive at the peak (see below)
     assert qlora["weights"] < lora["weights"] < full["weights"]
-    ckpt, _ = memory_terms(shape, "lora", 8, 512, 16, 1, 1024, 0)
-    half, _ = memory_terms(shape, "lora", 8, 512, 16, 2, 1024, 0)
+    lora32, _ = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0, base_dtype="fp32")
+    qlora32, _ = memory_terms(shape, "qlora", 8, 512, 16, 0, 1024, 0, base_dtype="fp32")
+    assert qlora32["weights"] < full["weights"] < lora32["weights"]  # an fp32 base + fp32 adapters outweigh full
+    ckpt, _ = memory_terms(shape, "lora", 8, 512, 16, 1, 1024, 0, base_dtype="bf16")
+    half, _ = memory_terms(shape, "lora", 8, 512, 16, 2, 1024, 0, base_dtype="bf16")
     assert ckpt["activations"] < lora["activations"] / 5
     assert ckpt["activations"] < half["activations"] < 0.6 * lora["activations"]
-    plain, _ = memory_terms(shape, "lora", 8, 512, 16, 0, 0, 0)
+    plain, _ = memory_terms(shape, "lora", 8, 512, 16, 0, 0, 0, base_dtype="bf16")
     assert plain["logits"] > 3 * lora["logits"]
 
 
@@ -156,7 +159,7 @@ def test_logits_term_tracks_the_lm_head_peak(positions, chunk):
 
 def test_peak_terms_gradients_allocator_and_dtype():
     shape = Shape.from_config(SMOLLM2)
-    lora, trainable = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0)
+    lora, trainable = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0, base_dtype="bf16")
     assert lora["gradients"] == 0  # LoRA gradients appear in backward, after far larger activations are freed
     accum, _ = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0, grad_accum=4)
     assert accum["gradients"] == 4 * trainable  # earlier micro-batches' gradients stay during the next forward
@@ -166,7 +169,7 @@ def test_peak_terms_gradients_allocator_and_dtype():
     fp32, _ = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0, base_dtype="fp32")
     assert fp32["weights"] == 4 * shape.params() + 4 * trainable and fp32["activations"] > 1.7 * lora["activations"]
     assert lora["allocator"] == 0
-    heap, _ = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0, allocator=True)
+    heap, _ = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0, base_dtype="bf16", allocator=True)
     assert heap["allocator"] == 8 * 512 * 30 * 4 * (576 + 1536)
     cpu = estimate(SMOLLM2, "lora", 8, 512, "cpu", peak_flops=1.0)
     assert cpu.memory_gib["allocator"] > 0 and estimate(SMOLLM2, "lora", 8, 512, "h100").memory_gib["allocator"] == 0
@@ -175,18 +178,101 @@ def test_peak_terms_gradients_allocator_and_dtype():
         estimate(SMOLLM2, "lora", 8, 512, base_dtype="fp16")
 
 
-# Peak RSS (GiB) of tunesmith on the bench job (bench/sft_vs_trl.py: SmolLM2-135M, batch 8 x 512, 3-4 steps,
-# longest batch first), measured 2026-11-23 on a 2-core EPYC: (method, checkpoint_every, ce_chunk_size, low_memory_malloc).
-MEASURED_PEAK_GIB = {("lora", 0, 1024, False): 5.31, ("lora", 1, 1024, False): 2.17, ("full", 0, 1024, False): 7.81,
-                     ("full", 1, 1024, False): 4.63, ("lora", 0, 0, False): 6.84, ("lora", 0, 1024, True): 3.88}
+# SmolLM2-135M by hand: per block q 576x576, k and v 576x192, o 576x576, gate/up/down 576x1536 (30 blocks).
+SMOLLM2_LINEAR = 30 * (576 * 576 + 2 * 576 * 192 + 576 * 576 + 3 * 576 * 1536)  # 106,168,320 NF4 weights
+SMOLLM2_LARGEST_LINEAR = 576 * 1536  # gate/up/down: the one weight bitsandbytes holds dequantised at a time
+
+
+@pytest.mark.parametrize("base_dtype,element", [("bf16", 2), ("fp32", 4)])
+def test_qlora_weights_are_nf4_linears_plus_the_rest_in_the_compute_dtype(base_dtype, element):
+    """method.kind qlora (bitsandbytes NF4 + double quant, compute dtype = model.dtype): block linears 4-bit,
+    embeddings and norms in the compute dtype, fp32 adapters, one transient dequantised largest linear."""
+    shape = Shape.from_config(SMOLLM2)
+    assert shape.layers * shape.block_linear_params() == SMOLLM2_LINEAR
+    qlora, trainable = memory_terms(shape, "qlora", 8, 512, 16, 0, 1024, 0, base_dtype=base_dtype)
+    lora, _ = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0, base_dtype=base_dtype)
+    expected = (4.127 / 8 * SMOLLM2_LINEAR + element * (134_515_008 - SMOLLM2_LINEAR) + 4 * 4_884_480
+                + element * SMOLLM2_LARGEST_LINEAR)
+    assert NF4_BYTES == 4.127 / 8 and trainable == 4_884_480
+    assert qlora["weights"] == pytest.approx(expected)
+    assert qlora["activations"] == lora["activations"]  # same compute dtype, same saved tensors
+    result = estimate(SMOLLM2, "qlora", 8, 512, "cpu", peak_flops=1.0, base_dtype=base_dtype)
+    assert result.compute_dtype == base_dtype and any("dequantises" in note for note in result.notes)
+    assert result.flops_per_token == estimate(SMOLLM2, "lora", 8, 512, "cpu", peak_flops=1.0, base_dtype=base_dtype).flops_per_token
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_base_dtype_follows_native_bf16(monkeypatch, native):
+    """'auto' (the default) = bf16 where the CPU runs it natively (AMX / AVX512-BF16), else fp32; GPUs: bf16."""
+    import tunesmith.models.load as load
+
+    monkeypatch.setattr(load, "fast_bf16", lambda device="cpu": native)
+    resolved = "bf16" if native else "fp32"
+    auto = estimate(SMOLLM2, "lora", 8, 512, "cpu", peak_flops=1.0)
+    assert auto.base_dtype == auto.compute_dtype == resolved
+    assert auto.memory_gib == estimate(SMOLLM2, "lora", 8, 512, "cpu", peak_flops=1.0, base_dtype=resolved).memory_gib
+    shape = Shape.from_config(SMOLLM2)
+    assert memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0) == memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0,
+                                                                               base_dtype=resolved)
+    assert estimate(SMOLLM2, "lora", 8, 512, "h100").base_dtype == "bf16"  # every table GPU runs bf16 natively
+
+
+@pytest.mark.parametrize("method,base_dtype,rate_dtype", [("lora", "bf16", "bf16"), ("lora", "fp32", "fp32"),
+                                                          ("qlora", "bf16", "bf16"), ("full", "bf16", "fp32"),
+                                                          ("full", "fp32", "fp32")])
+def test_throughput_uses_the_matmul_rate_of_the_compute_dtype(monkeypatch, method, base_dtype, rate_dtype):
+    """full trains fp32 without autocast whatever the base; adapters compute in the base dtype. The CPU rate is
+    measured in that dtype; GPUs use the table's bf16 or plain-fp32 peak."""
+    import tunesmith.estimate as est
+
+    asked = []
+    monkeypatch.setattr(est, "measure_cpu_matmul_flops", lambda dtype="fp32", *a, **k: asked.append(dtype) or 3e11)
+    cpu = estimate(SMOLLM2, method, 8, 512, "cpu", base_dtype=base_dtype)
+    assert asked == [rate_dtype] and cpu.compute_dtype == rate_dtype
+    assert cpu.tokens_per_s == pytest.approx(3e11 * DEVICES["cpu"]["efficiency"] / cpu.flops_per_token)
+    h100 = estimate(SMOLLM2, method, 8, 512, "h100", base_dtype=base_dtype)
+    peak = DEVICES["h100"]["peak_flops" if rate_dtype == "bf16" else "peak_flops_fp32"]
+    assert h100.peak_tflops == peak / 1e12 and asked == [rate_dtype]  # no CPU measurement for a GPU estimate
+    assert h100.tokens_per_s == pytest.approx(peak * DEVICES["h100"]["efficiency"] / h100.flops_per_token)
+
+
+def test_cpu_linear_rate_is_measured_in_the_asked_dtype():
+    from tunesmith.estimate import measure_cpu_matmul_flops
+
+    assert measure_cpu_matmul_flops("fp32", size=64, seconds=0.02) > 0
+    assert measure_cpu_matmul_flops("bf16", size=64, seconds=0.02) > 0
+
+
+# Peak RSS (GiB) of tunesmith on the bench job (bench/sft_vs_trl.py: SmolLM2-135M, batch 8 x 512, 1-4 steps,
+# longest batch first): (method, checkpoint_every, ce_chunk_size, low_memory_malloc, base_dtype). bf16 rows:
+# 2026-11-23 on a 2-core avx512_bf16 EPYC; fp32 rows: 2026-12-01 on a 2-core AVX2-only EPYC (model.dtype auto =
+# fp32 there; lora 10599.9 MB over 2 steps, with low_memory_malloc 6379.3 MB over 1, qlora NF4 10975.7 MB over 2).
+MEASURED_PEAK_GIB = {("lora", 0, 1024, False, "bf16"): 5.31, ("lora", 1, 1024, False, "bf16"): 2.17,
+                     ("full", 0, 1024, False, "bf16"): 7.81, ("full", 1, 1024, False, "bf16"): 4.63,
+                     ("lora", 0, 0, False, "bf16"): 6.84, ("lora", 0, 1024, True, "bf16"): 3.88,
+                     ("lora", 0, 1024, False, "fp32"): 10599.9 / 1024, ("lora", 0, 1024, True, "fp32"): 6379.3 / 1024,
+                     ("qlora", 0, 1024, False, "fp32"): 10975.7 / 1024}
 
 
 @pytest.mark.parametrize("case", list(MEASURED_PEAK_GIB))
 def test_estimate_within_25_percent_of_measured_runs(case):
-    method, every, chunk, low_memory = case
+    method, every, chunk, low_memory, base_dtype = case
     result = estimate(SMOLLM2, method, 8, 512, "cpu", checkpoint_every=every, ce_chunk_size=chunk, peak_flops=1.0,
-                      low_memory_malloc=low_memory)
+                      low_memory_malloc=low_memory, base_dtype=base_dtype)
     assert abs(result.total_gib / MEASURED_PEAK_GIB[case] - 1) < 0.25, result.memory_gib
+
+
+def test_fp32_base_adapters_retain_more_heap():
+    """lora/qlora on an fp32 base (no autocast) keep ~4x the glibc heap of a bf16 base or of full fine-tuning
+    (RSS with minus without train.low_memory_malloc, AVX2 EPYC: 4.12 GiB over 4096 tokens x 30 blocks)."""
+    from tunesmith.estimate import FP32_ADAPTER_HEAP_FACTOR, allocator_bytes_per_token_layer
+
+    shape = Shape.from_config(SMOLLM2)
+    plain = 4 * (576 + 1536)
+    assert allocator_bytes_per_token_layer(shape, "lora", "bf16") == allocator_bytes_per_token_layer(shape, "full", "fp32") == plain
+    assert allocator_bytes_per_token_layer(shape, "lora", "fp32") == FP32_ADAPTER_HEAP_FACTOR * plain
+    measured = (10599.9 - 6379.3) * 2**20 / (8 * 512 * 30)  # bytes per token and block
+    assert 0.75 < allocator_bytes_per_token_layer(shape, "lora", "fp32") / measured < 1.25
 
 
 @pytest.mark.slow
@@ -212,7 +298,7 @@ print(json.dumps({{"peak_mb": bench._peak_rss_mb(), "tokens": out["max_step_toke
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     run = json.loads(proc.stdout.strip().splitlines()[-1])
     assert run["tokens"] == 8 * 512  # the longest batch comes first
-    result = estimate(SMOLLM2, "lora", 8, 512, "cpu", peak_flops=1.0)
+    result = estimate(SMOLLM2, "lora", 8, 512, "cpu", peak_flops=1.0)  # model.dtype auto on both sides
     assert abs(result.total_gib / (run["peak_mb"] / 1024) - 1) < 0.25, (result.memory_gib, run)
 
 
@@ -227,6 +313,14 @@ def test_cli_prints_breakdown_and_json(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["memory_gib"]["weights"] == pytest.approx((4 * 134_515_008 + 4 * 4_884_480) / GIB, abs=0.01)
     assert data["memory_gib"]["gradients"] == pytest.approx(4 * 4_884_480 / GIB, abs=0.01)
+    assert (data["base_dtype"], data["compute_dtype"]) == ("fp32", "fp32")
+    main(["estimate", "--method", "full", "--device", "h100", "--json"])  # --base-dtype auto: bf16 on a GPU
+    data = json.loads(capsys.readouterr().out)
+    assert (data["base_dtype"], data["compute_dtype"]) == ("bf16", "fp32")  # full trains fp32 without autocast
+    assert data["peak_tflops"] == pytest.approx(DEVICES["h100"]["peak_flops_fp32"] / 1e12)
+    main(["estimate", "--method", "qlora", "--device", "h100"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "bf16 matmul (table peak)" in out and "dequantises" in out
 
 
 def test_cli_bad_method_is_a_clean_error(capsys):

@@ -235,3 +235,29 @@ def test_task_score_rejects_rows_without_target(tiny_model_dir, tmp_path):
     result = CliRunner().invoke(app, ["task", "score", "--model", str(tiny_model_dir), "--data", str(bad)])
     assert result.exit_code == 2
     assert "eval.jsonl:1: field 'target'" in " ".join(result.output.split())
+
+
+def test_task_score_samples_each_request_k_times_seeded(tiny_model_dir, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from tunesmith.cli import task
+
+    app = typer.Typer()
+    task.register(app)
+    runner = CliRunner()
+    assert runner.invoke(app, ["task", "make-data", "--out", str(tmp_path / "qs"), "--n-train", "2", "--n-eval", "3"]).exit_code == 0
+    data = str(tmp_path / "qs" / "eval.jsonl")
+    runs = []
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        out = tmp_path / f"{name}.json"
+        result = runner.invoke(app, ["task", "score", "--model", str(tiny_model_dir), "--data", data, "--out", str(out),
+                                     "--max-new-tokens", "6", "--dtype", "fp32", "--temperature", "1.0", "--samples", "4",
+                                     "--seed", seed])
+        assert result.exit_code == 0, result.output
+        runs.append(json.loads(out.read_text()))
+    assert runs[0]["n"] == 12 and runs[0]["decoding"] == {"temperature": 1.0, "samples_per_row": 4, "seed": 1}
+    assert runs[0]["samples"] == runs[1]["samples"]  # same seed, same answers
+    assert runs[0]["samples"] != runs[2]["samples"]  # another seed samples other answers from the random model
+    refused = runner.invoke(app, ["task", "score", "--model", str(tiny_model_dir), "--data", data, "--samples", "3"])
+    assert refused.exit_code == 2 and "--temperature > 0" in refused.output

@@ -28,7 +28,7 @@ def test_same_seed_same_bytes_and_other_seed_differs(tmp_path):
 def test_chosen_is_the_exact_target_and_every_kind_is_a_real_failure():
     train, evals = make_pref_splits(99, 33, seed=0, kinds=tuple(REJECTED_KINDS))
     for rows in (train, evals):
-        assert {r["rejected_kind"] for r in rows} == set(REJECTED_KINDS)  # all 11 kinds in both splits
+        assert {r["rejected_kind"] for r in rows} == set(REJECTED_KINDS)  # every kind in both splits
         for r in rows:
             chosen = parse_json_object(r["chosen"])
             assert list(chosen) == list(FIELDS) and all(same_value(chosen[k], r["target"][k]) for k in FIELDS)
@@ -48,6 +48,8 @@ def test_chosen_is_the_exact_target_and_every_kind_is_a_real_failure():
     assert time.lower().endswith(("am", "pm"))
     swapped = json.loads(by_kind["swapped_fields"]["rejected"])
     assert swapped["name"] == by_kind["swapped_fields"]["target"]["restaurant"]
+    flipped, right = json.loads(by_kind["ampm_flip"]["rejected"])["time"], by_kind["ampm_flip"]["target"]["time"]
+    assert abs(int(flipped[:2]) - int(right[:2])) == 12 and flipped[2:] == right[2:]  # other side of noon, same minutes
     for kind, field in (("time_shift", "time"), ("date_shift", "date")):  # same format, wrong value
         wrong, right = json.loads(by_kind[kind]["rejected"])[field], by_kind[kind]["target"][field]
         assert wrong != right and len(wrong) == len(right) and wrong[2 if field == "time" else 4] == right[2 if field == "time" else 4]

@@ -31,7 +31,7 @@ Model = Annotated[str, typer.Option("--model", "-m", help="local model (HF folde
 Endpoint = Annotated[Optional[str], typer.Option("--endpoint", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")]
 ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="TUNESMITH_API_KEY", help="bearer key for --endpoint (or $TUNESMITH_API_KEY)")]
 Adapter = Annotated[Optional[str], typer.Option("--adapter", help="saved LoRA adapter for the local model")]
-Dtype = Annotated[str, typer.Option("--dtype", help="local model dtype: bf16 or fp32")]
+Dtype = Annotated[str, typer.Option("--dtype", help="local model dtype: auto (bf16 where native, else fp32), bf16 or fp32")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="items per batch (local generation batch / endpoint round)")]
 Concurrency = Annotated[int, typer.Option("--concurrency", help="endpoint requests in flight")]
 Timeout = Annotated[float, typer.Option("--timeout", help="seconds to wait for one endpoint answer")]
@@ -163,7 +163,7 @@ def self_instruct_cmd(
     threshold: Annotated[float, typer.Option("--rouge-threshold", help="reject tasks with ROUGE-L >= this against the pool")] = 0.7,
     max_requests: Annotated[Optional[int], typer.Option("--max-requests", help="stop after this many requests (default 3 x num + batch)")] = None,
     model: Model = BUNDLED_ALIAS, endpoint: Endpoint = None, api_key: ApiKey = None, adapter: Adapter = None,
-    dtype: Dtype = "bf16", batch_size: BatchSize = 8, concurrency: Concurrency = 4, timeout: Timeout = 60.0,
+    dtype: Dtype = "auto", batch_size: BatchSize = 8, concurrency: Concurrency = 4, timeout: Timeout = 60.0,
     retries: Retries = 3, backoff: Backoff = 1.0, temperature: Temperature = 0.7, max_new_tokens: MaxTokens = 256,
     limit: Limit = None, seed: Seed = 0, quiet: Quiet = False,
 ) -> None:
@@ -184,7 +184,7 @@ def evol_instruct_cmd(
     judge: Annotated[bool, typer.Option("--judge/--no-judge", help="ask the model whether each evolution gains information over its original (WizardLM elimination; 'Equal' is eliminated)")] = True,
     min_response_words: Annotated[int, typer.Option("--min-response-words", help="eliminate answers shorter than this many words")] = 3,
     model: Model = BUNDLED_ALIAS, endpoint: Endpoint = None, api_key: ApiKey = None, adapter: Adapter = None,
-    dtype: Dtype = "bf16", batch_size: BatchSize = 8, concurrency: Concurrency = 4, timeout: Timeout = 60.0,
+    dtype: Dtype = "auto", batch_size: BatchSize = 8, concurrency: Concurrency = 4, timeout: Timeout = 60.0,
     retries: Retries = 3, backoff: Backoff = 1.0, temperature: Temperature = 0.7, max_new_tokens: MaxTokens = 256,
     limit: Limit = None, seed: Seed = 0, quiet: Quiet = False,
 ) -> None:
@@ -204,7 +204,7 @@ def constitutional_cmd(
     principles: Annotated[Optional[Path], typer.Option("--principles", help="YAML list of {name, critique, revision}; default: bundled")] = None,
     regenerate: Annotated[bool, typer.Option("--regenerate", help="answer every prompt anew even when the row has an answer")] = False,
     model: Model = BUNDLED_ALIAS, endpoint: Endpoint = None, api_key: ApiKey = None, adapter: Adapter = None,
-    dtype: Dtype = "bf16", batch_size: BatchSize = 8, concurrency: Concurrency = 4, timeout: Timeout = 60.0,
+    dtype: Dtype = "auto", batch_size: BatchSize = 8, concurrency: Concurrency = 4, timeout: Timeout = 60.0,
     retries: Retries = 3, backoff: Backoff = 1.0, temperature: Temperature = 0.7, max_new_tokens: MaxTokens = 256,
     limit: Limit = None, seed: Seed = 0, quiet: Quiet = False,
 ) -> None:
@@ -225,7 +225,7 @@ def rlaif_cmd(
     keep_ties: Annotated[bool, typer.Option("--keep-ties/--skip-ties", help="write ties to OUT.ties.jsonl with label 'tie', or only count them")] = False,
     judge_tokens: Annotated[int, typer.Option("--judge-tokens", help="longest judge output in tokens")] = 256,
     model: Model = BUNDLED_ALIAS, endpoint: Endpoint = None, api_key: ApiKey = None, adapter: Adapter = None,
-    dtype: Dtype = "bf16", batch_size: BatchSize = 8, concurrency: Concurrency = 4, timeout: Timeout = 60.0,
+    dtype: Dtype = "auto", batch_size: BatchSize = 8, concurrency: Concurrency = 4, timeout: Timeout = 60.0,
     retries: Retries = 3, backoff: Backoff = 1.0, temperature: Temperature = 0.8, max_new_tokens: MaxTokens = 256,
     limit: Limit = None, seed: Seed = 0, quiet: Quiet = False,
 ) -> None:

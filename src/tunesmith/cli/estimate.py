@@ -20,7 +20,7 @@ def estimate_command(
     device: str = typer.Option("cpu", "--device", help="cpu (matmul rate measured now), h100, h200, a100, rtx4090"),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0, help="activation checkpointing: 0 off, 1 every block, n every n-th"),
     ce_chunk_size: int = typer.Option(1024, "--ce-chunk-size", min=0, help="LM head chunk (train.ce_chunk_size); 0 = whole"),
-    base_dtype: str = typer.Option("bf16", "--base-dtype", help="frozen base dtype (model.dtype): bf16 | fp32; full trains fp32"),
+    base_dtype: str = typer.Option("auto", "--base-dtype", help="frozen base dtype (model.dtype): auto (bf16 where native: GPU, AMX or AVX512-BF16 CPU; else fp32) | bf16 | fp32; full trains fp32"),
     grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="micro-batches per step (train.grad_accum): >1 keeps gradients during forward"),
     low_memory_malloc: bool = typer.Option(False, "--low-memory-malloc", help="train.low_memory_malloc: no glibc heap retention (CPU)"),
     as_json: bool = typer.Option(False, "--json", help="print the estimate as JSON"),
@@ -35,7 +35,7 @@ def estimate_command(
         console.print_json(json.dumps(result.as_dict()))
         return
     console.print(f"[bold]{method}[/] on {device}: batch {batch} x {seq_len} tokens, {result.params / 1e6:.1f}M params, "
-                  f"{result.trainable / 1e6:.2f}M trainable")
+                  f"{result.trainable / 1e6:.2f}M trainable; base {result.base_dtype}, compute {result.compute_dtype}")
     table = Table()
     table.add_column("memory")
     table.add_column("GiB", justify="right")
@@ -43,8 +43,11 @@ def estimate_command(
         table.add_row(name, f"{gib:.2f}")
     table.add_row("[bold]total", f"[bold]{result.total_gib:.2f}")
     console.print(table)
-    console.print(f"compute: {result.flops_per_token / 1e9:.2f} GFLOP/token, device {result.peak_tflops:.2f} TFLOP/s bf16 "
-                  f"-> expected ~{result.tokens_per_s:,.0f} tokens/s")
+    source = "measured now" if device == "cpu" else "table peak"
+    console.print(f"compute: {result.flops_per_token / 1e9:.2f} GFLOP/token, device {result.peak_tflops:.3f} TFLOP/s "
+                  f"{result.compute_dtype} matmul ({source}) -> expected ~{result.tokens_per_s:,.0f} tokens/s")
+    for note in result.notes:
+        console.print(f"note: {note}")
 
 
 def register(app: typer.Typer) -> None:

@@ -95,7 +95,7 @@ def eval_command(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate only the first N items of each suite"),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="longest generated answer"),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="prompts per generation batch"),
-    dtype: str = typer.Option("bf16", "--dtype", help="bf16 or fp32"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 where native, else fp32), bf16 or fp32"),
     template: str = typer.Option("auto", "--template", help="chat template (must match training)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="recompute everything"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress lines"),

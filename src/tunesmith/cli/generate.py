@@ -21,7 +21,7 @@ err_console = Console(stderr=True)
 MODEL_OPT = typer.Option(BUNDLED_ALIAS, "--model", "-m", help="HF folder, .gguf file, or the bundled alias")
 ADAPTER_OPT = typer.Option(None, "--adapter", help="saved LoRA adapter folder (e.g. runs/x/adapter)")
 TEMPLATE_OPT = typer.Option("auto", "--template", help="'auto', 'tokenizer', 'chatml', 'alpaca' or a .jinja path")
-DTYPE_OPT = typer.Option("bf16", "--dtype", help="model dtype: bf16 or fp32")
+DTYPE_OPT = typer.Option("auto", "--dtype", help="model dtype: auto (bf16 where native, else fp32), bf16 or fp32")
 SEED_OPT = typer.Option(0, "--seed", help="sampling seed")
 
 

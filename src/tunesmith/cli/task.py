@@ -34,8 +34,10 @@ def load_eval_rows(eval_path: str | Path) -> tuple[list[list[dict]], list[dict]]
     return conversations, targets
 
 
-def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 96, batch_size: int = 32) -> dict:
-    """Greedy answers to every eval row, scored against the rows' targets.
+def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 96, batch_size: int = 32,
+                temperature: float = 0.0, samples: int = 1, seed: int = 0) -> dict:
+    """Answers to every eval row, scored against the rows' targets: greedy, or `samples` answers per row sampled
+    at `temperature` (seeded), each scored as one answer (how a model served with sampling behaves).
 
     Returns score_json_extraction's metrics plus timing and the first few (request, output, target) samples.
     The tokenizer must already carry the chat template used in training (see `load_for_inference`).
@@ -44,11 +46,15 @@ def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 9
     from tunesmith.tasks.policy_prefs import greedy_answers
     from tunesmith.tasks.scoring import score_json_extraction
 
+    if samples < 1 or (samples > 1 and temperature <= 0):
+        raise TunesmithError(f"--samples {samples}: needs samples >= 1, and --temperature > 0 for more than one")
     conversations, targets = load_eval_rows(eval_path)
+    conversations, targets = conversations * samples, targets * samples  # sample k of row i at i + k * rows
     started = time.perf_counter()
-    outputs = greedy_answers(model, tokenizer, conversations, max_new_tokens, batch_size)
+    outputs = greedy_answers(model, tokenizer, conversations, max_new_tokens, batch_size, temperature, seed)
     seconds = time.perf_counter() - started
     scores = score_json_extraction(outputs, targets)
+    scores["decoding"] = {"temperature": temperature, "samples_per_row": samples, "seed": seed}
     scores["generation_seconds"] = round(seconds, 3)
     scores["behaviour"] = behaviour_report(outputs, targets)  # per failure kind (tasks/json_prefs.py), verbose rate
     scores["samples"] = [
@@ -94,7 +100,7 @@ def make_prefs_command(
     n_train: int = typer.Option(450, "--n-train", min=1, help="training pairs"),
     n_eval: int = typer.Option(180, "--n-eval", min=1, help="held-out pairs (no request shared with train or the quickstart eval set)"),
     seed: int = typer.Option(0, "--seed", help="same seed, same bytes"),
-    kinds: Optional[str] = typer.Option(None, "--kinds", help="comma-separated rejected kinds to rotate through (default: the nine format/field failures; also time_shift, date_shift)"),
+    kinds: Optional[str] = typer.Option(None, "--kinds", help="comma-separated rejected kinds to rotate through (default: the nine format/field failures; also time_shift, ampm_flip, date_shift)"),
     policy_adapter: Optional[str] = typer.Option(None, "--policy-adapter", help="on-policy pairs: rejected = this adapter's own wrong greedy answers (instead of synthetic failures)"),
     policy_model: str = typer.Option(BUNDLED_ALIAS, "--policy-model", help="base model under --policy-adapter"),
     batch_size: int = typer.Option(32, "--batch-size", help="prompts per generation batch (on-policy pairs)"),
@@ -152,14 +158,18 @@ def score_command(
     max_new_tokens: int = typer.Option(96, "--max-new-tokens", help="longest answer in tokens"),
     batch_size: int = typer.Option(32, "--batch-size", help="prompts per generation batch"),
     template: str = typer.Option("auto", "--template", help="chat template (must match training)"),
-    dtype: str = typer.Option("bf16", "--dtype", help="model dtype: bf16 or fp32"),
+    dtype: str = typer.Option("auto", "--dtype", help="model dtype: auto (bf16 where native, else fp32), bf16 or fp32"),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy; > 0 samples at this temperature"),
+    samples: int = typer.Option(1, "--samples", min=1, help="sampled answers per request (with --temperature > 0)"),
+    seed: int = typer.Option(0, "--seed", help="sampling seed"),
 ) -> None:
-    """Score a model (optionally with an adapter) on the quickstart eval set."""
+    """Score a model (optionally with an adapter) on the quickstart eval set, greedy or sampled."""
     from tunesmith.serving.engine import load_for_inference
 
     try:
         lm, tokenizer = load_for_inference(model, adapter, dtype=dtype, template=template)
-        scores = score_model(lm, tokenizer, data, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        scores = score_model(lm, tokenizer, data, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             temperature=temperature, samples=samples, seed=seed)
     except TunesmithError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from exc

@@ -19,7 +19,7 @@ class Section(BaseModel):
 class ModelConfig(Section):
     name_or_path: str = Field("smollm2-135m-instruct", description="HF folder, a .gguf file, or the alias 'smollm2-135m-instruct' (bundled)")
     gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path when it is a folder holding one")
-    dtype: Literal["bf16", "fp32"] = Field("bf16", description="dtype of frozen base weights; trainable weights stay fp32")
+    dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="dtype of frozen base weights (auto: bf16 where the hardware runs it natively — CUDA, or a CPU with AMX / AVX512-BF16 — else fp32); trainable weights stay fp32")
     attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel passed to transformers")
     adapter: str | None = Field(None, description="start from this saved LoRA adapter folder (e.g. an SFT run's adapter)")
 
@@ -39,9 +39,17 @@ class FreezeConfig(Section):
     train_lm_head: bool = Field(False, description="also train the output head (and tied embeddings)")
 
 
+class QLoraConfig(Section):
+    """QLoRA (Dettmers et al. 2023): frozen base linear layers in 4-bit (bitsandbytes), LoRA from method.lora in fp32."""
+
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit code of the base linear layers: nf4 (NormalFloat, the QLoRA paper's) or fp4")
+    double_quant: bool = Field(True, description="also quantise the per-block scales to 8 bits (~0.37 bit/param less)")
+
+
 class MethodConfig(Section):
-    kind: Literal["lora", "full", "freeze"] = Field("lora", description="what to train: LoRA adapters, all weights, or selected modules")
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (kind: lora)")
+    kind: Literal["lora", "qlora", "full", "freeze"] = Field("lora", description="what to train: LoRA adapters, QLoRA (LoRA on a 4-bit base), all weights, or selected modules")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (kind: lora and qlora)")
+    qlora: QLoraConfig = Field(default_factory=QLoraConfig, description="4-bit base settings (kind: qlora); compute dtype = model.dtype")
     freeze: FreezeConfig = Field(default_factory=FreezeConfig, description="which modules train (kind: freeze)")
 
 

@@ -30,7 +30,7 @@ class ModelSpec(Section):
     name: str = Field(..., description="label used in the report (e.g. base, sft)")
     model: str = Field("smollm2-135m-instruct", description="HF folder, .gguf file or the bundled alias")
     adapter: str | None = Field(None, description="saved adapter folder applied on top of `model`")
-    dtype: Literal["bf16", "fp32"] = Field("bf16", description="model dtype")
+    dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="model dtype (auto: bf16 where native, else fp32)")
     template: str = Field("auto", description="chat template (must match training)")
 
 
@@ -39,7 +39,7 @@ class JudgeSpec(Section):
     endpoint: str | None = Field(None, description="OpenAI-compatible base URL (POST <endpoint>/v1/chat/completions); unset = load `model` locally")
     api_key: str | None = Field(None, exclude=True, repr=False, description="bearer token for the endpoint (never written to results or cache keys)")
     adapter: str | None = Field(None, description="local judge: adapter folder applied on top of `model`")
-    dtype: Literal["bf16", "fp32"] = Field("bf16", description="local judge: dtype")
+    dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="local judge: dtype (auto: bf16 where native, else fp32)")
     template: str = Field("auto", description="local judge: chat template")
     max_new_tokens: int = Field(256, ge=1, description="longest judgement in tokens")
     timeout: float = Field(60.0, gt=0, description="endpoint: seconds to wait for one answer")

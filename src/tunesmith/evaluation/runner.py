@@ -45,9 +45,9 @@ def _folder_digest(folder: Path) -> str:
 
 def model_hash(spec: ModelSpec) -> str:
     """Digest of the model's weights and config (and the adapter's files), dtype and template."""
-    from tunesmith.models.load import resolve_model_path
+    from tunesmith.models.load import dtype_name, resolve_model_path
 
-    parts = [_folder_digest(resolve_model_path(spec.model)), spec.dtype, spec.template]
+    parts = [_folder_digest(resolve_model_path(spec.model)), dtype_name(spec.dtype), spec.template]
     if spec.adapter:
         adapter = Path(spec.adapter)
         if not adapter.is_dir():

@@ -1,4 +1,5 @@
-"""What gets trained: LoRA / DoRA adapters (via peft), all weights, or selected modules; adapter save/load; a report.
+"""What gets trained: LoRA / DoRA adapters (via peft), QLoRA (LoRA on a 4-bit base, models/quantize.py), all
+weights, or selected modules; adapter save/load; a report.
 
 Precision policy: frozen base weights keep the dtype they were loaded in (`model.dtype`, often bf16);
 every trainable parameter is fp32 (master weights), so optimizer updates are not lost to bf16 rounding.
@@ -27,13 +28,15 @@ def apply_method(model: nn.Module, method: MethodConfig) -> nn.Module:
     """Make exactly the parameters `method` asks for trainable (fp32); returns the model to train."""
     if method.kind == "lora":
         return _apply_lora(model, method.lora)
+    if method.kind == "qlora":
+        return _apply_qlora(model, method.lora)
     if method.kind == "full":
         model.float()  # fp32 master weights for everything: the config dtype only applies to frozen weights
         model.requires_grad_(True)
         return model
     if method.kind == "freeze":
         return _apply_freeze(model, method.freeze)
-    raise TunesmithError(f"method.kind: unknown method '{method.kind}' (use lora, full or freeze)")
+    raise TunesmithError(f"method.kind: unknown method '{method.kind}' (use lora, qlora, full or freeze)")
 
 
 def _trainables_to_fp32(model: nn.Module) -> None:
@@ -79,6 +82,23 @@ def _apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
         raise TunesmithError(f"method.lora: could not add LoRA adapters: {exc}") from exc
     _trainables_to_fp32(peft_model)
     return peft_model
+
+
+def _apply_qlora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
+    """QLoRA (Dettmers et al. 2023): fp32 LoRA adapters on a base whose linear layers are already 4-bit.
+
+    Deliberately not peft's `prepare_model_for_kbit_training`: it would upcast every unquantised weight
+    (embeddings, norms, lm_head) to fp32, against `model.dtype`, and force gradient checkpointing on, which is
+    `train.gradient_checkpointing`'s call. What remains of it is already done: peft freezes the base, and
+    transformers' checkpointing makes the (frozen) embedding output require grad when it is switched on."""
+    from tunesmith.models.quantize import is_quantized
+
+    if not is_quantized(model):
+        raise TunesmithError(
+            "method.kind: qlora needs a 4-bit base: load it with load_model(cfg.model, cfg.method.qlora) "
+            "(training.run.build_model does)"
+        )
+    return _apply_lora(model, cfg)
 
 
 def find_blocks(model: nn.Module) -> nn.ModuleList | None:
@@ -272,12 +292,18 @@ def _method_text(model: nn.Module, trainable: int, total: int) -> str:
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
 
+    from tunesmith.models.quantize import describe
+
+    quant = describe(model)
     if isinstance(model, PeftModel):
         cfg = model.peft_config[model.active_adapter]
         kind = "dora" if getattr(cfg, "use_dora", False) else str(cfg.peft_type.value).lower()
+        kind = ("q" + kind) if quant else kind
         n = sum(1 for m in model.modules() if isinstance(m, LoraLayer))
         extra = " rslora" if getattr(cfg, "use_rslora", False) else ""
-        return f"{kind} r={getattr(cfg, 'r', '?')}{extra} on {n} modules"
+        return f"{kind} r={getattr(cfg, 'r', '?')}{extra} on {n} modules" + (f"; {quant}" if quant else "")
+    if quant:
+        return f"frozen {quant}" if trainable == 0 else f"{trainable} trainable on a {quant}"
     if trainable == total:
         return "full"
     if trainable == 0:
@@ -287,12 +313,18 @@ def _method_text(model: nn.Module, trainable: int, total: int) -> str:
 
 
 def trainable_report(model: nn.Module) -> dict:
-    """Counts of all / trainable parameters (shared tensors once), per-dtype counts, and the method in words."""
+    """Counts of all / trainable parameters (shared tensors once), per-dtype counts, and the method in words.
+
+    A packed 4-bit weight counts the weights it stands for (2 per byte), under its 4-bit type (e.g. 'nf4')."""
+    from tunesmith.models.quantize import is_4bit_param, logical_numel
+
     total = trainable = 0
     dtypes: dict[str, int] = {}
     trainable_dtypes: dict[str, int] = {}
     for p in model.parameters():  # parameters() yields a tied tensor once
-        n, d = p.numel(), str(p.dtype).removeprefix("torch.")
+        n, d = logical_numel(p), str(p.dtype).removeprefix("torch.")
+        if is_4bit_param(p):
+            d = getattr(p, "quant_type", "4bit")
         total += n
         dtypes[d] = dtypes.get(d, 0) + n
         if p.requires_grad:

@@ -139,7 +139,7 @@ def generate(
     return [r for r in results if r is not None]
 
 
-def load_for_inference(model: str, adapter: str | None = None, dtype: str = "bf16", template: str = "auto"):
+def load_for_inference(model: str, adapter: str | None = None, dtype: str = "auto", template: str = "auto"):
     """(model, tokenizer) ready for `generate`: base model, optional saved adapter, chat template resolved.
 
     The tokenizer's chat template is set to the one `template` names, the same resolution training uses.
@@ -148,8 +148,8 @@ def load_for_inference(model: str, adapter: str | None = None, dtype: str = "bf1
     from tunesmith.data.templates import resolve_template
     from tunesmith.models.load import load_model, load_tokenizer
 
-    if dtype not in ("bf16", "fp32"):
-        raise TunesmithError(f"dtype must be 'bf16' or 'fp32', got '{dtype}'")
+    if dtype not in ("auto", "bf16", "fp32"):
+        raise TunesmithError(f"dtype must be 'auto', 'bf16' or 'fp32', got '{dtype}'")
     tokenizer = load_tokenizer(model)
     resolve_template(tokenizer, template)  # sets tokenizer.chat_template
     lm = load_model(ModelConfig(name_or_path=model, dtype=dtype))

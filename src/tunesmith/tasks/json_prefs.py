@@ -70,10 +70,22 @@ def _missing_key(target: dict, rng: random.Random) -> dict:
 
 
 def _time_shift(target: dict, rng: random.Random) -> dict:
-    """A wrong 24-hour time: the 12-hour conversion botched (20:00 -> 08:00 / 18:00) or the hour off by one."""
+    """A wrong 24-hour time: the 12-hour conversion botched (20:00 -> 18:00) or the hour off by one; the other side of
+    noon (20:00 -> 08:00) is its own kind, ampm_flip."""
     hour, minute = map(int, target["time"].split(":"))
-    wrong = rng.choice([h for h in {hour - 12, hour - 2, hour + 2, hour - 1, hour + 1} if 0 <= h < 24 and h != hour])
+    wrong = rng.choice([h for h in (hour - 2, hour + 2, hour - 1, hour + 1) if 0 <= h < 24])
     return {**target, "time": f"{wrong:02d}:{minute:02d}"}
+
+
+def _flip_ampm(time: str) -> str:
+    hour, minute = map(int, time.split(":"))
+    return f"{(hour + 12) % 24:02d}:{minute:02d}"
+
+
+def _ampm_flip(target: dict, rng: random.Random) -> dict:
+    """The 24-hour time on the wrong side of noon (8 pm -> 08:00, 11 am -> 23:00): the same error for am and pm
+    requests, so a preference for the right hour cannot be learnt as "later is better"."""
+    return {**target, "time": _flip_ampm(target["time"])}
 
 
 def _date_shift(target: dict, rng: random.Random) -> dict:
@@ -102,11 +114,12 @@ REJECTED_KINDS: dict[str, Callable[[dict, random.Random], str]] = {
     "missing_key": lambda t, rng: _dump(_missing_key(t, rng)),
     "truncated": _truncated,
     "time_shift": lambda t, rng: _dump(_time_shift(t, rng)),
+    "ampm_flip": lambda t, rng: _dump(_ampm_flip(t, rng)),
     "date_shift": lambda t, rng: _dump(_date_shift(t, rng)),
 }
-# the default rotation (the reward-model demo's data); time_shift / date_shift (wrong values in the right format,
+# the default rotation (the reward-model demo's data); time_shift / ampm_flip / date_shift (wrong values in the right format,
 # what a briefly trained adapter gets wrong) are opt-in via `kinds`
-DEFAULT_KINDS = tuple(k for k in REJECTED_KINDS if k not in ("time_shift", "date_shift"))
+DEFAULT_KINDS = tuple(k for k in REJECTED_KINDS if k not in ("time_shift", "ampm_flip", "date_shift"))
 
 
 def check_kinds(kinds: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -181,6 +194,7 @@ def _value_kind(parsed: dict, target: dict) -> str:
         ("time_12h", isinstance(parsed.get("time"), str) and parsed["time"].strip().lower().endswith(("am", "pm"))),
         ("date_format", isinstance(parsed.get("date"), str) and parsed["date"] != target["date"] and any(m in parsed["date"] for m in MONTHS)),
         ("party_size_string", isinstance(parsed.get("party_size"), str)),
+        ("ampm_flip", parsed.get("time") == _flip_ampm(target["time"])),
         ("time_shift", parsed.get("time") != target["time"]),
         ("date_shift", parsed.get("date") != target["date"]),
     )

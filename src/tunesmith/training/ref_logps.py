@@ -23,6 +23,7 @@ import torch
 
 from tunesmith.data.versioning import file_sha256
 from tunesmith.errors import TunesmithError
+from tunesmith.models.load import dtype_name
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json", ".model")
 
@@ -71,7 +72,7 @@ def cache_key(cfg, tokenizer, pairs: list, ref_kind: str, model_hash: str) -> di
         "template": hashlib.sha256(f"{cfg.data.template}\n{template}".encode()).hexdigest(),
         "max_length": str(cfg.data.max_length),
         "reference": ref_kind,
-        "dtype": str(cfg.model.dtype),
+        "dtype": dtype_name(cfg.model.dtype),  # 'auto' keyed by what it resolves to here
     }
 
 

@@ -50,7 +50,7 @@ class Backend(Protocol):
 class LocalBackend:
     """A model tunesmith can load (HF folder, .gguf or the bundled alias), generating in length-sorted batches."""
 
-    def __init__(self, model: str, adapter: str | None = None, dtype: str = "bf16", template: str = "auto",
+    def __init__(self, model: str, adapter: str | None = None, dtype: str = "auto", template: str = "auto",
                  batch_size: int = 8):
         from tunesmith.serving.engine import load_for_inference
 
@@ -187,7 +187,7 @@ def _parse_completion(raw: bytes) -> str:
 
 
 def make_backend(model: str, endpoint: str | None = None, api_key: str | None = None, *, adapter: str | None = None,
-                 dtype: str = "bf16", template: str = "auto", batch_size: int = 8, timeout: float = 60.0,
+                 dtype: str = "auto", template: str = "auto", batch_size: int = 8, timeout: float = 60.0,
                  retries: int = 3, backoff: float = 1.0, concurrency: int = 4) -> Backend:
     """An EndpointBackend when `endpoint` is given (model = the served model's name), else a LocalBackend."""
     if endpoint:

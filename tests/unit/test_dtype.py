@@ -1,0 +1,61 @@
+"""model.dtype 'auto': bf16 only where the hardware runs it natively, fp32 elsewhere (an AVX2-only CPU emulates bf16)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from tunesmith.config.schema import ModelConfig
+from tunesmith.errors import TunesmithError
+from tunesmith.models import load as load_module
+from tunesmith.models.load import dtype_name, fast_bf16, load_model, resolve_dtype
+from tunesmith.training.loop import autocast_context
+
+
+def _cpu_flags(monkeypatch, amx: bool, avx512_bf16: bool) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [
+    (False, False, torch.float32),   # AVX2-only: bf16 is emulated, ~5-80x slower than fp32
+    (False, True, torch.bfloat16),   # e.g. Zen 4 EPYC, Cooper Lake
+    (True, False, torch.bfloat16),   # Sapphire Rapids AMX
+])
+def test_auto_follows_native_bf16(monkeypatch, amx, avx512_bf16, expected):
+    _cpu_flags(monkeypatch, amx, avx512_bf16)
+    assert fast_bf16("cpu") is (expected == torch.bfloat16)
+    assert resolve_dtype("auto") == expected
+    assert dtype_name("auto") == ("bf16" if expected == torch.bfloat16 else "fp32")
+
+
+def test_explicit_names_win_over_the_hardware(monkeypatch):
+    _cpu_flags(monkeypatch, False, False)
+    assert resolve_dtype("bf16") == torch.bfloat16 and resolve_dtype("fp32") == torch.float32
+    with pytest.raises(TunesmithError, match="dtype must be one of auto, bf16, fp32, got 'fp16'"):
+        resolve_dtype("fp16")
+
+
+def test_auto_is_the_default_everywhere():
+    from tunesmith.evaluation.config import ModelSpec
+
+    assert ModelConfig().dtype == "auto"
+    assert ModelSpec(name="m", model="x").dtype == "auto"
+
+
+def test_auto_without_native_bf16_loads_fp32_and_runs_without_autocast(monkeypatch, tiny_model_dir):
+    _cpu_flags(monkeypatch, False, False)
+    model = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="auto"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert isinstance(autocast_context(model), contextlib.nullcontext)
+    _cpu_flags(monkeypatch, True, False)
+    bf16 = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="auto"))
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    assert isinstance(autocast_context(bf16), torch.autocast)
+
+
+def test_cuda_auto_needs_bf16_support(monkeypatch):
+    monkeypatch.setattr(load_module.torch.cuda, "is_available", lambda: False)
+    assert fast_bf16("cuda") is False
