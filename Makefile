@@ -28,7 +28,7 @@ test-slow: install   ## tests on the bundled 135M model
 test-all: install
 	$(VENV)/bin/pytest -q -m ""
 
-bench: install   ## tunesmith vs TRL LoRA SFT (STEPS=12 ROUNDS=1 VARIANTS=tunesmith,trl); writes bench/results/ + bench/README.md
+bench: install   ## tunesmith vs TRL LoRA SFT (STEPS=12 ROUNDS=1 VARIANTS=tunesmith,trl; trl-fp32 where bf16 is emulated); writes bench/results/ + bench/README.md
 	$(PIP) install -q -e ".[bench]"
 	$(PY) bench/sft_vs_trl.py
 

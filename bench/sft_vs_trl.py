@@ -52,13 +52,17 @@ VARIANTS: dict[str, dict] = {
     "tunesmith-gc": {"gradient_checkpointing": True},
     "tunesmith-packed-gc": {"packing": True, "gradient_checkpointing": True},
     "tunesmith-gc2": {"gradient_checkpointing": True, "checkpoint_every": 2},
+    "tunesmith-lowmem": {"low_memory_malloc": True},
+    "tunesmith-gc-lowmem": {"gradient_checkpointing": True, "low_memory_malloc": True},
     "tunesmith-compile": {"compile": True},
     "tunesmith-nochunk": {"ce_chunk_size": 0},
     "tunesmith-fp32": {"dtype": "fp32"},
     "tunesmith-bf16": {"dtype": "bf16"},
     "tunesmith-qlora": {"method": "qlora"},
+    "tunesmith-precomputed-ref": {"precompute_ref_logps": True},  # DPO: reference log-probs once, before step 1
 }
-NON_TRAIN = ("dtype", "method")
+ALIGN_KEYS = ("precompute_ref_logps",)
+NON_TRAIN = ("dtype", "method", *ALIGN_KEYS)
 # TRL variants: SFTConfig / DPOConfig overrides. TRL 1.x defaults to bf16 autocast and gradient checkpointing;
 # on a CPU without native bf16 (AVX2 only) `trl-fp32` is the peer that does not pay for emulated bf16.
 TRL_VARIANTS: dict[str, dict] = {"trl": {}, "trl-fp32": {"bf16": False}}
@@ -83,6 +87,8 @@ def variant_unavailable(name: str, job_name: str, device: str = "cpu") -> str | 
         return f"{name}: {CUDA_REFUSAL}"
     if JOBS[job_name]["objective"] != "sft" and any(overrides.get(k) for k in SFT_ONLY):
         return f"{name}: options {SFT_ONLY} apply to SFT jobs only"
+    if overrides.get("precompute_ref_logps") and JOBS[job_name]["objective"] != "dpo":
+        return f"{name}: precomputed reference log-probs apply to the dpo job only"
     if overrides.get("method") == "qlora":
         if JOBS[job_name]["method"] == "full":
             return f"{name}: the full job trains every weight; qlora applies to the lora and dpo jobs"
@@ -117,7 +123,8 @@ def worker_tunesmith(args: argparse.Namespace, overrides: dict) -> dict:
         "method": {"kind": overrides.get("method", job["method"]),
                    "lora": {"r": JOB["r"], "alpha": JOB["alpha"], "dropout": 0.0, "targets": "all-linear"}},
         "data": {"train": [{"path": str(args.data_dir / job["data"])}], "max_length": JOB["max_length"]},
-        "align": {"beta": job.get("beta", 0.1)},
+        "align": {"beta": job.get("beta", 0.1), "ref_logps_cache": str(args.work / "ref-logps"),
+                  **{k: overrides[k] for k in ALIGN_KEYS if k in overrides}},
         "train": train, "output": {"dir": str(args.work / "tunesmith-out"), "tensorboard": False}})
     compile_per_step: list[float] = []
     step = loop.train_step
@@ -325,13 +332,21 @@ def resolve_model(args: argparse.Namespace) -> str:
     return "" if args.model == bundled else Path(args.model).name.lower()
 
 
+def default_variants() -> str:
+    """tunesmith against TRL's defaults, or against TRL in fp32 where bf16 is emulated (TRL's default bf16
+    autocast ran one step in 713 s on an AVX2-only CPU: a peer nobody would run there)."""
+    from tunesmith.models.load import fast_bf16
+
+    return "tunesmith,trl" if fast_bf16("cpu") else "tunesmith,trl-fp32"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="tunesmith vs TRL: LoRA SFT, full fine-tuning, LoRA DPO")
     parser.add_argument("--job", choices=tuple(JOBS), default=os.environ.get("BENCH_JOB", "lora"))
     parser.add_argument("--steps", type=int, default=int(os.environ.get("STEPS", 12)))
     parser.add_argument("--warmup", type=int, default=int(os.environ.get("WARMUP", 2)))
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", 1)))
-    parser.add_argument("--variants", default=os.environ.get("VARIANTS", "tunesmith,trl"))
+    parser.add_argument("--variants", default=os.environ.get("VARIANTS", default_variants()))
     parser.add_argument("--model", default=None, help="HF folder (default: the bundled SmolLM2-135M-Instruct)")
     parser.add_argument("--model-config", default=os.environ.get("MODEL_CONFIG"),
                         help="random-weight Llama instead: a preset (llama-0.5b, llama-1b, llama-tiny) or a config.json")
