@@ -254,11 +254,6 @@ def measure_cpu_matmul_flops(dtype: str = "fp32", size: int | None = None, secon
     return 2 * size**3 * runs / (time.perf_counter() - start)
 
 
-def measure_cpu_bf16_flops(size: int = 1024, seconds: float = 1.0) -> float:
-    """Sustained bf16 matmul FLOP/s of this CPU (kept for callers of the old name)."""
-    return measure_cpu_matmul_flops("bf16", size, seconds)
-
-
 def read_model_config(model: str) -> tuple[str, dict]:
     """config.json of an HF folder or the bundled alias (converted on first use)."""
     from tunesmith.models.load import resolve_model_path

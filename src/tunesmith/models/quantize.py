@@ -79,12 +79,13 @@ def is_quantized(model: nn.Module) -> bool:
 def describe(model: nn.Module) -> str | None:
     """The base's quantisation in words, e.g. '4-bit nf4 base (double quant, 14 linear layers), compute fp32';
     None when `model` has no 4-bit layer."""
-    states = [m.weight.quant_state for m in quantized_linears(model).values() if m.weight.quant_state is not None]
+    layers = list(quantized_linears(model).values())
+    states = [m.weight.quant_state for m in layers if m.weight.quant_state is not None]
     if not states:
         return None
     kinds = sorted({s.quant_type for s in states})
     nested = "double quant" if all(s.nested for s in states) else "single quant"
-    compute = next(iter(quantized_linears(model).values())).compute_dtype or states[0].dtype
+    compute = layers[0].compute_dtype or states[0].dtype
     name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute, str(compute))
     return f"4-bit {'/'.join(kinds)} base ({nested}, {len(states)} linear layers), compute {name}"
 

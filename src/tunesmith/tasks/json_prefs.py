@@ -78,14 +78,10 @@ def _time_shift(target: dict, rng: random.Random) -> dict:
 
 
 def _flip_ampm(time: str) -> str:
+    """The 24-hour time on the wrong side of noon (20:00 -> 08:00, 11:00 -> 23:00): the same error for am and pm
+    requests, so a preference for the right hour cannot be learnt as "later is better"."""
     hour, minute = map(int, time.split(":"))
     return f"{(hour + 12) % 24:02d}:{minute:02d}"
-
-
-def _ampm_flip(target: dict, rng: random.Random) -> dict:
-    """The 24-hour time on the wrong side of noon (8 pm -> 08:00, 11 am -> 23:00): the same error for am and pm
-    requests, so a preference for the right hour cannot be learnt as "later is better"."""
-    return {**target, "time": _flip_ampm(target["time"])}
 
 
 def _date_shift(target: dict, rng: random.Random) -> dict:
@@ -114,7 +110,7 @@ REJECTED_KINDS: dict[str, Callable[[dict, random.Random], str]] = {
     "missing_key": lambda t, rng: _dump(_missing_key(t, rng)),
     "truncated": _truncated,
     "time_shift": lambda t, rng: _dump(_time_shift(t, rng)),
-    "ampm_flip": lambda t, rng: _dump(_ampm_flip(t, rng)),
+    "ampm_flip": lambda t, rng: _dump({**t, "time": _flip_ampm(t["time"])}),
     "date_shift": lambda t, rng: _dump(_date_shift(t, rng)),
 }
 # the default rotation (the reward-model demo's data); time_shift / ampm_flip / date_shift (wrong values in the right format,
