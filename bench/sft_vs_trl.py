@@ -18,7 +18,7 @@ reference = adapters disabled in both) on 4 pairs per step built from the same r
 rejected = a seeded shuffle of its first 60% of words. `tunesmith-compile` reports the torch.compile time
 (dynamo's own timers) separately, and its throughput over the steps that compiled nothing.
 `--model-config`: a random-weight Llama (bench/_models.py), built once with the bundled tokenizer; both sides load
-that folder. `--device cuda` runs TRL on the GPU; tunesmith variants are refused there (no GPU placement yet).
+that folder. `--device cuda` runs both on the GPU (tunesmith with `model.device: cuda`; peak GPU memory reported).
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ VARIANTS: dict[str, dict] = {
     "tunesmith-gc2": {"gradient_checkpointing": True, "checkpoint_every": 2},
     "tunesmith-lowmem": {"low_memory_malloc": True},
     "tunesmith-gc-lowmem": {"gradient_checkpointing": True, "low_memory_malloc": True},
+    "tunesmith-gc2-lowmem": {"gradient_checkpointing": True, "checkpoint_every": 2, "low_memory_malloc": True},
+    "tunesmith-gc-lowmem128k": {"gradient_checkpointing": True, "low_memory_malloc": True, "mmap_threshold_kib": 128},
     "tunesmith-compile": {"compile": True},
     "tunesmith-nochunk": {"ce_chunk_size": 0},
     "tunesmith-fp32": {"dtype": "fp32"},
@@ -65,7 +67,10 @@ ALIGN_KEYS = ("precompute_ref_logps",)
 NON_TRAIN = ("dtype", "method", *ALIGN_KEYS)
 # TRL variants: SFTConfig / DPOConfig overrides. TRL 1.x defaults to bf16 autocast and gradient checkpointing;
 # on a CPU without native bf16 (AVX2 only) `trl-fp32` is the peer that does not pay for emulated bf16.
-TRL_VARIANTS: dict[str, dict] = {"trl": {}, "trl-fp32": {"bf16": False}}
+# `-grouped`: transformers' LengthGroupedSampler (TRL's own option), which like tunesmith serves the longest batch
+# first, so its peak RSS is the worst case of the data rather than of the random batches a short run happens to draw.
+TRL_VARIANTS: dict[str, dict] = {"trl": {}, "trl-fp32": {"bf16": False},
+                                 "trl-fp32-grouped": {"bf16": False, "train_sampling_strategy": "group_by_length"}}
 # What differs between the jobs; JOB above is shared (batch = pairs per step for dpo).
 JOBS: dict[str, dict] = {
     "lora": {"method": "lora", "objective": "sft", "lr": 2e-4, "batch": 8, "data": "alpaca.jsonl"},
@@ -73,8 +78,6 @@ JOBS: dict[str, dict] = {
     "dpo": {"method": "lora", "objective": "dpo", "lr": 5e-5, "batch": 4, "data": "preference.jsonl", "beta": 0.1},
 }
 SFT_ONLY = ("packing",)  # tunesmith options that do not apply to preference batches
-CUDA_REFUSAL = ("tunesmith training on CUDA is not implemented yet: src/tunesmith/training/run.py never moves the "
-                "model to a GPU, so a --device cuda row would measure the CPU; run `--variants trl` for the peer's row")
 
 
 def variant_unavailable(name: str, job_name: str, device: str = "cpu") -> str | None:
@@ -83,8 +86,8 @@ def variant_unavailable(name: str, job_name: str, device: str = "cpu") -> str | 
     if name in TRL_VARIANTS:
         return None
     overrides = VARIANTS[name]
-    if device == "cuda":
-        return f"{name}: {CUDA_REFUSAL}"
+    if device == "cuda" and overrides.get("low_memory_malloc"):
+        return f"{name}: low_memory_malloc tunes glibc's malloc, a CPU-only option"
     if JOBS[job_name]["objective"] != "sft" and any(overrides.get(k) for k in SFT_ONLY):
         return f"{name}: options {SFT_ONLY} apply to SFT jobs only"
     if overrides.get("precompute_ref_logps") and JOBS[job_name]["objective"] != "dpo":
@@ -117,7 +120,8 @@ def worker_tunesmith(args: argparse.Namespace, overrides: dict) -> dict:
     train = {"max_steps": args.steps, "batch_size": job["batch"], "seed": JOB["seed"], "lr": job["lr"],
              "warmup_ratio": 0.0, "scheduler": "linear", "save_every": 0, "keep_last": 1, "objective": job["objective"]}
     train.update({k: v for k, v in overrides.items() if k not in NON_TRAIN})
-    model = {"name_or_path": args.model, **({"dtype": overrides["dtype"]} if "dtype" in overrides else {})}
+    model = {"name_or_path": args.model, "device": getattr(args, "device", "cpu"),
+             **({"dtype": overrides["dtype"]} if "dtype" in overrides else {})}
     cfg = RunConfig.model_validate({
         "model": model,
         "method": {"kind": overrides.get("method", job["method"]),
@@ -144,7 +148,11 @@ def worker_tunesmith(args: argparse.Namespace, overrides: dict) -> dict:
     out["wall_s"] = time.perf_counter() - started
     from tunesmith.models.load import dtype_name
 
-    out["model_dtype"], out["model_dtype_resolved"] = cfg.model.dtype, dtype_name(cfg.model.dtype)
+    out["model_dtype"], out["model_dtype_resolved"] = cfg.model.dtype, dtype_name(cfg.model.dtype, cfg.model.device)
+    if cfg.model.device == "cuda":
+        import torch
+
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if overrides.get("compile"):
         out.update(compile_summary([h["step_time"] for h in rows], [int(h["tokens"]) for h in rows], compile_per_step, args.warmup))
     return out
@@ -272,13 +280,15 @@ def estimate_settings(overrides: dict) -> dict | None:
     return {"checkpoint_every": overrides.get("checkpoint_every", defaults.checkpoint_every) if checkpointing else 0,
             "ce_chunk_size": overrides.get("ce_chunk_size", defaults.ce_chunk_size),
             "base_dtype": overrides.get("dtype", ModelConfig().dtype),
-            "low_memory_malloc": overrides.get("low_memory_malloc", defaults.low_memory_malloc)}
+            "low_memory_malloc": overrides.get("low_memory_malloc", defaults.low_memory_malloc),
+            "mmap_threshold_kib": overrides.get("mmap_threshold_kib", defaults.mmap_threshold_kib)}
 
 
 def _estimate_flags(settings: dict, method: str = "", job_method: str = "") -> str:
     """The `tunesmith estimate` options that differ from its defaults, as typed on the command line."""
     flags = {"checkpoint_every": ("--checkpoint-every", 0), "ce_chunk_size": ("--ce-chunk-size", 1024),
-             "base_dtype": ("--base-dtype", "auto"), "low_memory_malloc": ("--low-memory-malloc", False)}
+             "base_dtype": ("--base-dtype", "auto"), "low_memory_malloc": ("--low-memory-malloc", False),
+             "mmap_threshold_kib": ("--mmap-threshold-kib", 4096)}
     out = [f"--method {method}"] if method and method != job_method else []
     for key, (flag, default) in flags.items():
         if settings.get(key, default) != default:
@@ -295,7 +305,7 @@ def check_estimate(args: argparse.Namespace, runs: list[dict]) -> dict:
     if job["objective"] != "sft":
         return {"skipped": f"estimate covers SFT only, not {job['objective']}"}
     if getattr(args, "device", "cpu") != "cpu":
-        return {"skipped": "tunesmith does not train on CUDA yet"}
+        return {"skipped": "on CUDA the bench reports peak allocated GPU memory but does not check the estimate against it yet"}
     config = json.loads((Path(args.model) / "config.json").read_text())
     checks: dict[str, dict] = {}
     for name in dict.fromkeys(["tunesmith", *(r["impl"] for r in runs if r.get("impl") in VARIANTS)]):
@@ -357,6 +367,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the table in bench/README.md")
+    parser.add_argument("--label", default=os.environ.get("BENCH_LABEL", ""),
+                        help="appended to the results file name, so a second run of the day keeps the first one's file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -404,7 +416,7 @@ def main() -> None:
               "summary": summarise(runs, baseline)}
     record["estimate_check"] = check_estimate(args, runs)
     args.results.mkdir(parents=True, exist_ok=True)
-    suffix = ("" if args.job == "lora" else f"-{args.job}") + (f"-{tag}" if tag else "")
+    suffix = ("" if args.job == "lora" else f"-{args.job}") + (f"-{tag}" if tag else "") + (f"-{args.label}" if args.label else "")
     out = args.results / f"{record['date']}-{info['slug']}{suffix}.json"
     out.write_text(json.dumps(record, indent=1))
     if not args.no_readme:

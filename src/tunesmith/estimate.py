@@ -37,8 +37,9 @@ q/kv attention widths, V vocab, T tokens = batch x seq_len, L blocks, e activati
   with no autocast, model.dtype auto on an AVX2-only CPU) retain far more: 35 KB (lora) and 41 KB (qlora) per
   token and block, measured as RSS with minus without `train.low_memory_malloc` on a 2-core AVX2 EPYC
   (2026-12-01; live bytes matched the estimate to 0.5%); modelled as 4 x 4(h + i), not measured with
-  checkpointing. `train.low_memory_malloc` (mmap threshold pinned to 128 KiB) returns freed tensors to the OS,
-  which removes the term (RSS then matches live bytes to 1%).
+  checkpointing. `train.low_memory_malloc` pins the mmap threshold (`train.mmap_threshold_kib`): tensors at least
+  that big go back to the OS on free; at 128 KiB the term vanishes (RSS then matches live bytes to 1%), at the
+  default 4 MiB a share stays (`heap_retention_share`).
 - runtime: the framework itself (Python, torch, transformers, peft, the tokenizer and the tokenised data; CPU
   process RSS before the first step minus the weights, measured 0.43 GiB; or the CUDA context).
 Measured against tunesmith runs of the bench job (bench/sft_vs_trl.py, SmolLM2-135M, batch 8 x 512 tokens):
@@ -167,6 +168,17 @@ def allocator_bytes_per_token_layer(s: Shape, method: str = "lora", base_dtype: 
     return float(4 * (s.hidden + s.intermediate) * (FP32_ADAPTER_HEAP_FACTOR if fp32_adapters else 1))
 
 
+def heap_retention_share(mmap_threshold_kib: int | None) -> float:
+    """How much of the heap retention stays when glibc's mmap threshold is pinned (train.low_memory_malloc): tensors
+    at least that big are mmap'd and unmapped on free, the smaller ones still fragment the heap. None = glibc's own
+    dynamic threshold (it climbs to 32 MiB: all retained). Fitted as sqrt((T - 2 MiB) / 30 MiB), clipped to [0, 1],
+    to RSS minus live bytes of LoRA on an fp32 base (AVX2 EPYC, bench job): 128 KiB and 2 MiB ~0, 4 MiB 0.15-0.26,
+    8 MiB 0.17-0.45 (with and without checkpointing; tests/unit/test_estimate.py)."""
+    if mmap_threshold_kib is None:
+        return 1.0
+    return min(1.0, max(0.0, (mmap_threshold_kib / 1024 - 2) / 30) ** 0.5)
+
+
 def logits_bytes(s: Shape, tokens: int, ce_chunk_size: int) -> float:
     """The LM head's transient at the peak: chunk logits (see CE_BYTES_*) plus hidden states and dL/dh."""
     chunk = min(tokens, ce_chunk_size) if ce_chunk_size > 0 else tokens
@@ -197,9 +209,10 @@ class Estimate:
 
 def memory_terms(s: Shape, method: str, batch: int, seq_len: int, r: int, checkpoint_every: int,
                  ce_chunk_size: int, runtime_bytes: float, base_dtype: str = "auto", grad_accum: int = 1,
-                 allocator: bool = False) -> tuple[dict[str, float], int]:
+                 allocator: float = 0.0) -> tuple[dict[str, float], int]:
     """Memory breakdown in bytes at the step's peak and the trainable parameter count (`checkpoint_every`: 0 = no
-    activation checkpointing, n = every n-th block recomputed in backward; `allocator`: add glibc heap retention;
+    activation checkpointing, n = every n-th block recomputed in backward; `allocator`: the share of glibc's heap
+    retention to add (0 none, 1 all: see heap_retention_share);
     `base_dtype` 'auto' resolves for this CPU — `estimate` resolves it for its device first)."""
     base_dtype = resolve_base_dtype(base_dtype)
     n = s.params()
@@ -219,7 +232,7 @@ def memory_terms(s: Shape, method: str, batch: int, seq_len: int, r: int, checkp
     head_grad = 4 * s.vocab * s.hidden if method == "full" else 0  # computed in forward by the chunked CE
     blocks_grad = 4 * trainable - head_grad
     gradients = head_grad + (blocks_grad if grad_accum > 1 else max(0.0, blocks_grad - activations - logits))
-    retained = tokens * s.layers * allocator_bytes_per_token_layer(s, method, base_dtype) if allocator else 0.0
+    retained = allocator * tokens * s.layers * allocator_bytes_per_token_layer(s, method, base_dtype)
     terms = {"weights": weights, "gradients": gradients, "optimizer": 8 * trainable, "activations": activations,
              "logits": logits, "allocator": retained, "runtime": runtime_bytes}
     return terms, trainable
@@ -264,10 +277,12 @@ def read_model_config(model: str) -> tuple[str, dict]:
 
 def estimate(model_config: dict, method: str, batch: int, seq_len: int, device: str = "cpu", r: int = 16,
              checkpoint_every: int = 0, ce_chunk_size: int = 1024, peak_flops: float | None = None,
-             name: str = "", base_dtype: str = "auto", grad_accum: int = 1, low_memory_malloc: bool = False) -> Estimate:
+             name: str = "", base_dtype: str = "auto", grad_accum: int = 1, low_memory_malloc: bool = False,
+             mmap_threshold_kib: int = 4096) -> Estimate:
     """The full estimate; `peak_flops` (the matmul rate in the run's compute dtype) overrides the device table
     (for CPU it is measured when not given, in that dtype). `base_dtype`: model.dtype (auto | bf16 | fp32; full
-    always trains fp32); `low_memory_malloc`: the train option that removes glibc's heap retention on CPU."""
+    always trains fp32); `low_memory_malloc` / `mmap_threshold_kib`: the train options that cut glibc's heap
+    retention on CPU."""
     from tunesmith.errors import TunesmithError
 
     if method not in METHODS:
@@ -279,7 +294,8 @@ def estimate(model_config: dict, method: str, batch: int, seq_len: int, device: 
     spec = DEVICES[device]
     s = Shape.from_config(model_config)
     terms, trainable = memory_terms(s, method, batch, seq_len, r, checkpoint_every, ce_chunk_size, spec["runtime_bytes"],
-                                    base, grad_accum, bool(spec["allocator"]) and not low_memory_malloc)
+                                    base, grad_accum, spec["allocator"] * heap_retention_share(
+                                        mmap_threshold_kib if low_memory_malloc else None))
     table = spec["peak_flops"] if compute == "bf16" else spec["peak_flops_fp32"]
     peak = peak_flops or table or measure_cpu_matmul_flops(compute)
     notes = []

@@ -1,5 +1,6 @@
-"""The bundled alignment demo configs (configs/rm_demo.yaml, dpo_demo.yaml, dpo_sft_demo.yaml) validate end to end with a
-tiny model swapped in, on data written by `tunesmith task make-prefs`; the real runs are in notes/align-pref.md."""
+"""The bundled alignment demo configs (configs/rm_demo.yaml, dpo_demo.yaml, dpo_sft_demo.yaml, dpo_quickstart.yaml)
+validate end to end with a tiny model swapped in, on data written by `tunesmith task make-prefs`; the real runs are
+in notes/align-pref.md."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_rm_demo_config_validates_with_a_tiny_model(tmp_path, tiny_model_dir, pr
     assert "2 optimizer steps" in text  # 12 pairs / batch 8
 
 
-@pytest.mark.parametrize("config", ["dpo_demo.yaml", "dpo_sft_demo.yaml"])
+@pytest.mark.parametrize("config", ["dpo_demo.yaml", "dpo_sft_demo.yaml", "dpo_quickstart.yaml"])
 def test_dpo_demo_config_validates_from_an_adapter_with_precomputed_reference(config, tmp_path, tiny_model_dir, prefs, capsys):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

@@ -58,8 +58,8 @@ def test_jobs_are_selectable_and_lora_keeps_the_original_table(bench):
 
 
 def test_variants_that_cannot_run_say_why_instead_of_crashing(bench):
-    """tunesmith-qlora needs method.kind qlora in the schema and bitsandbytes; tunesmith variants are refused on
-    CUDA (the training loop does not place the model on a GPU); TRL runs anywhere."""
+    """tunesmith-qlora needs method.kind qlora in the schema and bitsandbytes; the glibc malloc variants are refused
+    on CUDA; TRL runs anywhere."""
     import importlib.util
     import typing
 
@@ -70,7 +70,8 @@ def test_variants_that_cannot_run_say_why_instead_of_crashing(bench):
     assert sft_vs_trl.VARIANTS["tunesmith-qlora"] == {"method": "qlora"}
     assert sft_vs_trl.variant_unavailable("tunesmith", "lora") is None
     assert sft_vs_trl.variant_unavailable("trl", "lora", "cuda") is None
-    assert "not implemented yet" in sft_vs_trl.variant_unavailable("tunesmith", "lora", "cuda")
+    assert sft_vs_trl.variant_unavailable("tunesmith", "lora", "cuda") is None
+    assert "CPU-only" in sft_vs_trl.variant_unavailable("tunesmith-gc2-lowmem", "lora", "cuda")
     assert "SFT jobs only" in sft_vs_trl.variant_unavailable("tunesmith-packed", "dpo")
     assert "full job" in sft_vs_trl.variant_unavailable("tunesmith-qlora", "full")
     assert "dpo job only" in sft_vs_trl.variant_unavailable("tunesmith-precomputed-ref", "lora")
@@ -82,10 +83,10 @@ def test_variants_that_cannot_run_say_why_instead_of_crashing(bench):
         assert "bitsandbytes" in why
     else:
         assert why is None
-    with pytest.raises(SystemExit, match="not implemented yet"):  # the worker checks again
+    with pytest.raises(SystemExit, match="CPU-only"):  # the worker checks again
         import argparse
 
-        sft_vs_trl.worker_tunesmith(argparse.Namespace(job="lora", device="cuda"), {})
+        sft_vs_trl.worker_tunesmith(argparse.Namespace(job="lora", device="cuda"), sft_vs_trl.VARIANTS["tunesmith-lowmem"])
 
 
 def _record(machine: dict, summary: dict, **extra) -> dict:

@@ -59,3 +59,38 @@ def test_auto_without_native_bf16_loads_fp32_and_runs_without_autocast(monkeypat
 def test_cuda_auto_needs_bf16_support(monkeypatch):
     monkeypatch.setattr(load_module.torch.cuda, "is_available", lambda: False)
     assert fast_bf16("cuda") is False
+
+
+# model.device: where training and generation run. CI has no GPU, so the CUDA branches are checked as refusals.
+
+
+def test_device_auto_is_the_cpu_without_a_gpu(monkeypatch, tiny_model_dir):
+    from tunesmith.models.load import resolve_device
+
+    monkeypatch.setattr(load_module.torch.cuda, "is_available", lambda: False)
+    assert ModelConfig().device == "auto" and resolve_device("auto") == torch.device("cpu")
+    model = load_model(ModelConfig(name_or_path=str(tiny_model_dir), device="auto"))
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert dtype_name("auto") == dtype_name("auto", "cpu")  # keys of caches follow auto's device
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error(monkeypatch, tiny_model_dir):
+    from tunesmith.models.load import resolve_device
+
+    monkeypatch.setattr(load_module.torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(TunesmithError, match=f"model.device={name}: torch sees no CUDA GPU"):
+            resolve_device(name)
+    with pytest.raises(TunesmithError, match="model.device=cuda"):
+        load_model(ModelConfig(name_or_path=str(tiny_model_dir), device="cuda"))
+    with pytest.raises(TunesmithError, match="must be auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu")
+
+
+def test_device_names_are_checked_by_the_config():
+    from pydantic import ValidationError
+
+    assert ModelConfig(device="cuda:1").device == "cuda:1"
+    for bad in ("gpu", "cuda:x", "mps"):
+        with pytest.raises(ValidationError, match="device"):
+            ModelConfig(device=bad)

@@ -173,7 +173,8 @@ def test_peak_terms_gradients_allocator_and_dtype():
     assert heap["allocator"] == 8 * 512 * 30 * 4 * (576 + 1536)
     cpu = estimate(SMOLLM2, "lora", 8, 512, "cpu", peak_flops=1.0)
     assert cpu.memory_gib["allocator"] > 0 and estimate(SMOLLM2, "lora", 8, 512, "h100").memory_gib["allocator"] == 0
-    assert estimate(SMOLLM2, "lora", 8, 512, "cpu", peak_flops=1.0, low_memory_malloc=True).memory_gib["allocator"] == 0
+    assert estimate(SMOLLM2, "lora", 8, 512, "cpu", peak_flops=1.0, low_memory_malloc=True,
+                    mmap_threshold_kib=128).memory_gib["allocator"] == 0
     with pytest.raises(TunesmithError, match="--base-dtype"):
         estimate(SMOLLM2, "lora", 8, 512, base_dtype="fp16")
 
@@ -243,23 +244,37 @@ def test_cpu_linear_rate_is_measured_in_the_asked_dtype():
     assert measure_cpu_matmul_flops("bf16", size=64, seconds=0.02) > 0
 
 
-# Peak RSS (GiB) of tunesmith on the bench job (bench/sft_vs_trl.py: SmolLM2-135M, batch 8 x 512, 1-4 steps,
-# longest batch first): (method, checkpoint_every, ce_chunk_size, low_memory_malloc, base_dtype). bf16 rows:
-# 2026-11-23 on a 2-core avx512_bf16 EPYC; fp32 rows: 2026-12-01 on a 2-core AVX2-only EPYC (model.dtype auto =
-# fp32 there; lora 10599.9 MB over 2 steps, with low_memory_malloc 6379.3 MB over 1, qlora NF4 10975.7 MB over 2).
-MEASURED_PEAK_GIB = {("lora", 0, 1024, False, "bf16"): 5.31, ("lora", 1, 1024, False, "bf16"): 2.17,
-                     ("full", 0, 1024, False, "bf16"): 7.81, ("full", 1, 1024, False, "bf16"): 4.63,
-                     ("lora", 0, 0, False, "bf16"): 6.84, ("lora", 0, 1024, True, "bf16"): 3.88,
-                     ("lora", 0, 1024, False, "fp32"): 10599.9 / 1024, ("lora", 0, 1024, True, "fp32"): 6379.3 / 1024,
-                     ("qlora", 0, 1024, False, "fp32"): 10975.7 / 1024}
+# Peak RSS (GiB) of tunesmith on the bench job (bench/sft_vs_trl.py: SmolLM2-135M, batch 8 x 512, 1-6 steps,
+# longest batch first): (method, checkpoint_every, ce_chunk_size, mmap threshold KiB with train.low_memory_malloc
+# or 0 without, base_dtype). bf16 rows: 2026-11-23 on a 2-core avx512_bf16 EPYC; fp32 rows: 2026-12-01 on a
+# 2-core AVX2-only EPYC (model.dtype auto = fp32 there; MB from bench/results/2026-12-01-amd-epyc-2c-avx2*.json;
+# the 2 and 8 MiB rows set MALLOC_MMAP_THRESHOLD_ in the environment, the 4 MiB row is train.low_memory_malloc
+# itself, with torch's huge pages).
+MEASURED_PEAK_GIB = {("lora", 0, 1024, 0, "bf16"): 5.31, ("lora", 1, 1024, 0, "bf16"): 2.17,
+                     ("full", 0, 1024, 0, "bf16"): 7.81, ("full", 1, 1024, 0, "bf16"): 4.63,
+                     ("lora", 0, 0, 0, "bf16"): 6.84, ("lora", 0, 1024, 128, "bf16"): 3.88,
+                     ("lora", 0, 1024, 0, "fp32"): 10599.9 / 1024, ("lora", 0, 1024, 128, "fp32"): 6379.3 / 1024,
+                     ("lora", 0, 1024, 8192, "fp32"): 7035 / 1024, ("lora", 1, 1024, 0, "fp32"): 5424 / 1024,
+                     ("lora", 1, 1024, 128, "fp32"): 1918 / 1024, ("lora", 1, 1024, 8192, "fp32"): 3837 / 1024,
+                     ("lora", 2, 1024, 0, "fp32"): 7901 / 1024, ("lora", 2, 1024, 8192, "fp32"): 5707 / 1024,
+                     ("lora", 2, 1024, 4096, "fp32"): 4460 / 1024, ("lora", 2, 1024, 2048, "fp32"): 4155 / 1024,
+                     ("qlora", 0, 1024, 0, "fp32"): 10975.7 / 1024}
 
 
 @pytest.mark.parametrize("case", list(MEASURED_PEAK_GIB))
 def test_estimate_within_25_percent_of_measured_runs(case):
-    method, every, chunk, low_memory, base_dtype = case
+    method, every, chunk, threshold_kib, base_dtype = case
     result = estimate(SMOLLM2, method, 8, 512, "cpu", checkpoint_every=every, ce_chunk_size=chunk, peak_flops=1.0,
-                      low_memory_malloc=low_memory, base_dtype=base_dtype)
+                      low_memory_malloc=bool(threshold_kib), mmap_threshold_kib=threshold_kib or 4096, base_dtype=base_dtype)
     assert abs(result.total_gib / MEASURED_PEAK_GIB[case] - 1) < 0.25, result.memory_gib
+
+
+def test_heap_retention_share_falls_with_the_mmap_threshold():
+    from tunesmith.estimate import heap_retention_share
+
+    shares = [heap_retention_share(t) for t in (128, 2048, 4096, 8192, 32768)]
+    assert shares[0] == shares[1] == 0.0 and shares[-1] == 1.0 == heap_retention_share(None)
+    assert shares == sorted(shares) and 0.2 < shares[2] < shares[3] < 0.5
 
 
 def test_fp32_base_adapters_retain_more_heap():

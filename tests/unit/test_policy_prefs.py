@@ -122,3 +122,39 @@ def test_cli_refuses_kinds_with_a_policy(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["task", "make-prefs", "--out", str(tmp_path), "--kinds", "time_shift", "--policy-adapter", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_sampled_mode_pairs_distinct_wrong_samples_capped_per_request():
+    from tunesmith.tasks.policy_prefs import sampled_pairs
+
+    rows = make_split(4, seed=7)
+    by_prompt = {r["messages"][0]["content"]: r["target"] for r in rows}
+    order = [r["messages"][0]["content"] for r in rows]
+
+    def sample(conversations):  # 3 samples per request, in request order
+        assert [c[0]["content"] for c in conversations] == [p for p in order for _ in range(3)]
+        out = []
+        for k, c in enumerate(conversations):
+            t, row = by_prompt[c[0]["content"]], order.index(c[0]["content"])
+            out.append([
+                [target_json(t)] * 3,                                                         # row 0: always right
+                [target_json(t), "oops", "oops"],                                             # row 1: one distinct wrong
+                [target_json({**t, "time": "01:00"}), "oops", target_json({**t, "time": "02:00"})],  # row 2: 3 wrong, cap 2
+                ["", target_json(t), "Sure! " + target_json(t)],                              # row 3: empty + preamble
+            ][row][k % 3])
+        return out
+
+    pairs, counts = sampled_pairs(sample, rows, n_pairs=10, samples=3, chunk=4)
+    assert [(order.index(p["prompt"]), p["rejected_kind"]) for p in pairs] == [
+        (1, "no_json"), (2, "time_shift"), (2, "no_json"), (3, "preamble")]
+    assert all(p["chosen"] == target_json(by_prompt[p["prompt"]]) and p["rejected_source"] == "policy_sample" for p in pairs)
+    assert counts == {"requests": 4, "right": 1, "empty": 1, "pairs": 4, "from_greedy": 0, "from_samples": 4,
+                      "samples": 12, "right_samples": 5, "kinds": {"no_json": 2, "preamble": 1, "time_shift": 1}}
+
+
+def test_sampled_mode_needs_a_sampler(tmp_path):
+    with pytest.raises(TunesmithError, match="temperature"):
+        write_policy_prefs(tmp_path, lambda c: [], 2, 2, samples_per_request=4)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["task", "make-prefs", "--out", str(tmp_path / "p"), "--policy-adapter", str(tmp_path), "--samples-per-request", "4"])
+    assert exit_info.value.code == 2

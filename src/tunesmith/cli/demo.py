@@ -26,7 +26,7 @@ def run_demo(config: str, data_dir: str, n_train: int, n_eval: int, overrides: l
     paths = write_quickstart(data_dir, n_train=n_train, n_eval=n_eval, seed=0)
     cfg = load_config(config, [f"data.train=[{{path: {paths['train']}}}]", f"data.eval=[{{path: {paths['eval']}}}]", *overrides])
     console.rule("1/3 base model on the held-out requests")
-    base, tokenizer = load_for_inference(cfg.model.name_or_path, None, cfg.model.dtype, cfg.data.template)
+    base, tokenizer = load_for_inference(cfg.model.name_or_path, None, cfg.model.dtype, cfg.data.template, cfg.model.device)
     before = score_model(base, tokenizer, paths["eval"])
     del base
     console.rule("2/3 LoRA fine-tuning")
@@ -34,7 +34,7 @@ def run_demo(config: str, data_dir: str, n_train: int, n_eval: int, overrides: l
     adapter = result.summary["output"]
     del result
     console.rule("3/3 fine-tuned model on the same requests")
-    tuned, tokenizer = load_for_inference(cfg.model.name_or_path, adapter, cfg.model.dtype, cfg.data.template)
+    tuned, tokenizer = load_for_inference(cfg.model.name_or_path, adapter, cfg.model.dtype, cfg.data.template, cfg.model.device)
     after = score_model(tuned, tokenizer, paths["eval"])
     summary = {"before": before, "after": after, "adapter": adapter, "minutes": round((time.perf_counter() - started) / 60, 2)}
     Path(cfg.output.dir, "demo_results.json").write_text(json.dumps(summary, indent=1))

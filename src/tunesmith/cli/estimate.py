@@ -22,7 +22,8 @@ def estimate_command(
     ce_chunk_size: int = typer.Option(1024, "--ce-chunk-size", min=0, help="LM head chunk (train.ce_chunk_size); 0 = whole"),
     base_dtype: str = typer.Option("auto", "--base-dtype", help="frozen base dtype (model.dtype): auto (bf16 where native: GPU, AMX or AVX512-BF16 CPU; else fp32) | bf16 | fp32; full trains fp32"),
     grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="micro-batches per step (train.grad_accum): >1 keeps gradients during forward"),
-    low_memory_malloc: bool = typer.Option(False, "--low-memory-malloc", help="train.low_memory_malloc: no glibc heap retention (CPU)"),
+    low_memory_malloc: bool = typer.Option(False, "--low-memory-malloc", help="train.low_memory_malloc: glibc mmap threshold pinned (CPU)"),
+    mmap_threshold_kib: int = typer.Option(4096, "--mmap-threshold-kib", min=64, max=32768, help="train.mmap_threshold_kib (with --low-memory-malloc)"),
     as_json: bool = typer.Option(False, "--json", help="print the estimate as JSON"),
 ) -> None:
     """Peak memory (weights, gradients, optimizer, activations, logits, allocator, runtime) and expected tokens/s."""
@@ -30,7 +31,8 @@ def estimate_command(
 
     path, config = read_model_config(model)
     result = estimate(config, method, batch, seq_len, device, rank, checkpoint_every, ce_chunk_size, name=path,
-                      base_dtype=base_dtype, grad_accum=grad_accum, low_memory_malloc=low_memory_malloc)
+                      base_dtype=base_dtype, grad_accum=grad_accum, low_memory_malloc=low_memory_malloc,
+                      mmap_threshold_kib=mmap_threshold_kib)
     if as_json:
         console.print_json(json.dumps(result.as_dict()))
         return

@@ -42,7 +42,7 @@ def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 9
     Returns score_json_extraction's metrics plus timing and the first few (request, output, target) samples.
     The tokenizer must already carry the chat template used in training (see `load_for_inference`).
     """
-    from tunesmith.tasks.json_prefs import behaviour_report
+    from tunesmith.tasks.json_prefs import behaviour_report, classify_output
     from tunesmith.tasks.policy_prefs import greedy_answers
     from tunesmith.tasks.scoring import score_json_extraction
 
@@ -57,6 +57,7 @@ def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 9
     scores["decoding"] = {"temperature": temperature, "samples_per_row": samples, "seed": seed}
     scores["generation_seconds"] = round(seconds, 3)
     scores["behaviour"] = behaviour_report(outputs, targets)  # per failure kind (tasks/json_prefs.py), verbose rate
+    scores["answer_kinds"] = [classify_output(o, t) for o, t in zip(outputs, targets)]  # for paired comparisons
     scores["samples"] = [
         {"request": c[-1]["content"].split("\n\n", 1)[-1], "output": o, "target": t}
         for c, o, t in list(zip(conversations, outputs, targets))[:5]
@@ -105,6 +106,7 @@ def make_prefs_command(
     policy_model: str = typer.Option(BUNDLED_ALIAS, "--policy-model", help="base model under --policy-adapter"),
     batch_size: int = typer.Option(32, "--batch-size", help="prompts per generation batch (on-policy pairs)"),
     sample_temperature: float = typer.Option(0.0, "--sample-temperature", min=0.0, help="on-policy pairs: requests the policy answers right greedily get one answer sampled at this temperature, and a wrong one is paired too (0: greedy only)"),
+    samples_per_request: int = typer.Option(1, "--samples-per-request", min=1, help="on-policy pairs: > 1 = no greedy pass; draw this many answers per request at --sample-temperature and pair each distinct wrong one (at most 2 per request)"),
 ) -> None:
     """Write preference pairs for the quickstart task: exact JSON (chosen) vs a typical failure (rejected).
 
@@ -115,7 +117,11 @@ def make_prefs_command(
         if kinds is not None:
             err_console.print("[bold red]error:[/] --kinds picks synthetic failures; it cannot be combined with --policy-adapter")
             raise typer.Exit(2)
-        _make_policy_prefs(out, n_train, n_eval, seed, policy_model, policy_adapter, batch_size, sample_temperature)
+        if samples_per_request > 1 and sample_temperature <= 0:
+            err_console.print("[bold red]error:[/] --samples-per-request > 1 needs --sample-temperature > 0")
+            raise typer.Exit(2)
+        _make_policy_prefs(out, n_train, n_eval, seed, policy_model, policy_adapter, batch_size, sample_temperature,
+                           samples_per_request)
         return
     chosen_kinds = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else DEFAULT_KINDS
     paths = write_quickstart_prefs(out, n_train=n_train, n_eval=n_eval, seed=seed, kinds=chosen_kinds)
@@ -123,7 +129,7 @@ def make_prefs_command(
 
 
 def _make_policy_prefs(out: str, n_train: int, n_eval: int, seed: int, model: str, adapter: str, batch_size: int,
-                       temperature: float) -> None:
+                       temperature: float, samples_per_request: int = 1) -> None:
     from tunesmith.serving.engine import load_for_inference
     from tunesmith.tasks.policy_prefs import greedy_answers, write_policy_prefs
 
@@ -131,10 +137,11 @@ def _make_policy_prefs(out: str, n_train: int, n_eval: int, seed: int, model: st
         lm, tokenizer = load_for_inference(model, adapter)
         sample = (lambda convs: greedy_answers(lm, tokenizer, convs, batch_size=batch_size, temperature=temperature, seed=seed)) \
             if temperature > 0 else None
-        decoding = "greedy" + (f", right answers resampled at temperature {temperature}" if sample else "")
+        decoding = f"{samples_per_request} samples per request at temperature {temperature}" if samples_per_request > 1 \
+            else "greedy" + (f", right answers resampled at temperature {temperature}" if sample else "")
         manifest = write_policy_prefs(out, lambda convs: greedy_answers(lm, tokenizer, convs, batch_size=batch_size),
                                       n_train, n_eval, seed, source={"model": model, "adapter": adapter, "decoding": decoding},
-                                      sample=sample)
+                                      sample=sample, samples_per_request=samples_per_request)
     except TunesmithError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from exc
@@ -179,6 +186,56 @@ def score_command(
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
         console.print(f"scores written to [bold]{out}[/]")
+
+
+def paired_outcomes(scores: dict) -> dict[str, list[float]]:
+    """Per request (not per answer: a request's samples are one paired unit), the share of its answers that are
+    right (every value exact), verbose (text around the JSON) and unparsable (no JSON object, or a truncated one)."""
+    from tunesmith.tasks.json_prefs import VERBOSE_KINDS
+    from tunesmith.tasks.policy_prefs import RIGHT_KINDS
+
+    kinds, per_row = scores.get("answer_kinds"), scores.get("decoding", {}).get("samples_per_row", 1)
+    if not kinds or len(kinds) % per_row:
+        raise TunesmithError("scores file has no per-answer kinds (written by `task score` since 2026-12-01): score again")
+    rows = len(kinds) // per_row
+    by_row = [[kinds[i + k * rows] for k in range(per_row)] for i in range(rows)]  # sample k of row i at i + k * rows
+    share = lambda group: [sum(k in group for k in row) / per_row for row in by_row]  # noqa: E731
+    return {"right": share(RIGHT_KINDS), "verbose": share(VERBOSE_KINDS), "unparsable": share(("no_json", "truncated"))}
+
+
+@task_app.command("compare")
+def compare_command(
+    before: str = typer.Argument(..., help="scores JSON of the first model (`task score --out`)"),
+    after: str = typer.Argument(..., help="scores JSON of the second model, same eval file and decoding"),
+    out: Optional[str] = typer.Option(None, "--out", help="also write the comparison as JSON here"),
+) -> None:
+    """Paired comparison of two `task score` results: per request, the share of right / verbose / unparsable
+    answers; bootstrap CI of the difference, Wilcoxon or McNemar test, Holm-adjusted across the three."""
+    from tunesmith.evaluation.stats import compare_all
+
+    loaded = []
+    for path in (before, after):
+        try:
+            loaded.append(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise TunesmithError(f"{path}: not a readable scores JSON ({exc})") from exc
+    a, b = (paired_outcomes(x) for x in loaded)
+    if len(a["right"]) != len(b["right"]) or loaded[0].get("data") != loaded[1].get("data"):
+        raise TunesmithError(f"{before} and {after} do not score the same requests (data {loaded[0].get('data')} vs "
+                             f"{loaded[1].get('data')}, {len(a['right'])} vs {len(b['right'])} requests)")
+    per_metric = {m: (a[m], b[m], m == "right") for m in a}
+    results = compare_all(per_metric, "before", "after")
+    table = Table(title=f"{before} -> {after} ({len(a['right'])} paired requests)")
+    for column in ("per request", "before", "after", "difference (95% CI)", "test", "verdict (Holm)"):
+        table.add_column(column)
+    for metric, r in results.items():
+        ci = r["bootstrap"]
+        table.add_row(metric, f"{r['mean_a']:.1%}", f"{r['mean_b']:.1%}",
+                      f"{ci['mean_diff']:+.1%} [{ci['ci_low']:+.1%}, {ci['ci_high']:+.1%}]", r["test"], r["verdict"])
+    console.print(table)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ class ModelConfig(Section):
     gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path when it is a folder holding one")
     dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="dtype of frozen base weights (auto: bf16 where the hardware runs it natively — CUDA, or a CPU with AMX / AVX512-BF16 — else fp32); trainable weights stay fp32")
     attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel passed to transformers")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="where the model trains and generates: auto (the first CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N")
     adapter: str | None = Field(None, description="start from this saved LoRA adapter folder (e.g. an SFT run's adapter)")
 
 
@@ -103,7 +104,8 @@ class TrainConfig(Section):
     ce_chunk_size: int = Field(1024, ge=0, description="LM head + cross-entropy in chunks of this many supervised positions, so full fp32 logits never exist; 0 = one piece")
     gradient_checkpointing: bool = Field(False, description="recompute each transformer block's activations in backward: much less memory, ~30% more compute")
     checkpoint_every: int = Field(1, ge=1, description="with gradient_checkpointing: checkpoint every n-th block only (2 = half the blocks: half the saving, half the extra compute)")
-    low_memory_malloc: bool = Field(False, description="CPU: pin glibc mmap threshold to 128 KiB (~1.5 GB lower peak RSS on the bench, but ~2x slower steps)")
+    low_memory_malloc: bool = Field(False, description="CPU/glibc: pin malloc's mmap threshold (mmap_threshold_kib) so freed activations go back to the OS instead of a fragmenting heap: lower peak RSS, slower steps (bench/README.md)")
+    mmap_threshold_kib: int = Field(4096, ge=64, le=32768, description="with low_memory_malloc: tensors at least this big are mmap'd and unmapped on free; lower = less memory, more page faults (128 KiB: least memory, ~2x slower)")
     compile: bool = Field(False, description="torch.compile each transformer block (fused elementwise ops); the first steps pay the compile time")
 
 

@@ -20,6 +20,22 @@ DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 DTYPE_NAMES = ("auto", *DTYPES)
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """model.device: 'auto' = the first CUDA GPU when torch sees one, else the CPU; 'cpu', 'cuda' or 'cuda:N'."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise TunesmithError(f"model.device must be auto, cpu, cuda or cuda:N, got '{name}'")
+    if name.startswith("cuda"):
+        index = int(name[5:]) if ":" in name else 0
+        if not torch.cuda.is_available():
+            raise TunesmithError(f"model.device={name}: torch sees no CUDA GPU here (torch {torch.__version__}; "
+                                 "a CPU-only wheel, or no driver); use model.device=cpu or auto")
+        if index >= torch.cuda.device_count():
+            raise TunesmithError(f"model.device={name}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    return torch.device(name)
+
+
 def fast_bf16(device: str = "cpu") -> bool:
     """Whether bf16 matmuls run natively on `device`: CUDA with bf16 support, or a CPU with AMX or AVX512-BF16.
 
@@ -40,9 +56,9 @@ def resolve_dtype(name: str, device: str = "cpu") -> torch.dtype:
     return DTYPES[name]
 
 
-def dtype_name(name: str, device: str = "cpu") -> str:
-    """'bf16' or 'fp32': what `name` (possibly 'auto') resolves to here."""
-    return "bf16" if resolve_dtype(name, device) == torch.bfloat16 else "fp32"
+def dtype_name(name: str, device: str | None = None) -> str:
+    """'bf16' or 'fp32': what `name` (possibly 'auto') resolves to on `device` (default: model.device auto's)."""
+    return "bf16" if resolve_dtype(name, device or resolve_device().type) == torch.bfloat16 else "fp32"
 
 
 def cache_dir() -> Path:
@@ -135,17 +151,20 @@ def load_model(cfg: ModelConfig, qlora: QLoraConfig | None = None):
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(cfg.name_or_path, cfg.gguf_file)
-    dtype = resolve_dtype(cfg.dtype)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device.type)
     extra = {}
     if qlora is not None:
         from tunesmith.models.quantize import load_kwargs
 
-        extra = load_kwargs(qlora, dtype)
+        extra = load_kwargs(qlora, dtype, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype, attn_implementation=cfg.attn_implementation, **extra
         )
     except (OSError, ValueError) as exc:
         raise TunesmithError(f"could not load model from '{path}': {exc}") from exc
+    if qlora is None and device.type != "cpu":
+        model.to(device)  # everything downstream follows the parameters' device (batches, reference, generation)
     model.config.use_cache = False
     return model

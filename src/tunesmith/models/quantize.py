@@ -41,11 +41,11 @@ def bnb_config(cfg: QLoraConfig, compute_dtype: torch.dtype):
     )
 
 
-def load_kwargs(cfg: QLoraConfig, compute_dtype: torch.dtype) -> dict[str, Any]:
-    """Extra `from_pretrained` arguments that load the base quantised to 4-bit, on the CPU like every other
-    method (bnb quantises a weight when it is placed, so the device is fixed while loading)."""
+def load_kwargs(cfg: QLoraConfig, compute_dtype: torch.dtype, device: torch.device | None = None) -> dict[str, Any]:
+    """Extra `from_pretrained` arguments that load the base quantised to 4-bit on `device` (model.device; bnb
+    quantises a weight when it is placed, so the device is fixed while loading)."""
     require_bitsandbytes()
-    return {"quantization_config": bnb_config(cfg, compute_dtype), "device_map": {"": "cpu"}}
+    return {"quantization_config": bnb_config(cfg, compute_dtype), "device_map": {"": str(device or "cpu")}}
 
 
 def is_4bit_param(p: torch.Tensor) -> bool:

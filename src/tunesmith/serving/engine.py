@@ -139,8 +139,10 @@ def generate(
     return [r for r in results if r is not None]
 
 
-def load_for_inference(model: str, adapter: str | None = None, dtype: str = "auto", template: str = "auto"):
-    """(model, tokenizer) ready for `generate`: base model, optional saved adapter, chat template resolved.
+def load_for_inference(model: str, adapter: str | None = None, dtype: str = "auto", template: str = "auto",
+                       device: str = "auto"):
+    """(model, tokenizer) ready for `generate` on `device` (model.device values): base model, optional saved
+    adapter, chat template resolved.
 
     The tokenizer's chat template is set to the one `template` names, the same resolution training uses.
     """
@@ -152,7 +154,7 @@ def load_for_inference(model: str, adapter: str | None = None, dtype: str = "aut
         raise TunesmithError(f"dtype must be 'auto', 'bf16' or 'fp32', got '{dtype}'")
     tokenizer = load_tokenizer(model)
     resolve_template(tokenizer, template)  # sets tokenizer.chat_template
-    lm = load_model(ModelConfig(name_or_path=model, dtype=dtype))
+    lm = load_model(ModelConfig(name_or_path=model, dtype=dtype, device=device))
     if adapter:
         from tunesmith.models.adapters import load_adapter
 

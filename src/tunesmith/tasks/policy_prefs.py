@@ -82,19 +82,60 @@ def policy_pairs(answer, rows: list[dict], n_pairs: int, chunk: int = 64, sample
                    "from_greedy": counts["policy"], "from_samples": counts["policy_sample"], "kinds": dict(sorted(kinds.items()))}
 
 
+def sampled_pairs(sample, rows: list[dict], n_pairs: int, samples: int, chunk: int = 32,
+                  max_per_request: int = 2) -> tuple[list[dict], dict]:
+    """`samples` sampled answers per request, no greedy pass: each distinct wrong answer (at most `max_per_request`
+    per request, so one hard request cannot fill the split) becomes a pair against the exact JSON. For a policy
+    that is almost always right greedily (the full quickstart adapter), its errors live only in its samples; this
+    pairs exactly the mistakes its sampling distribution makes (rejection-sampling preference data, as in
+    Pang et al. 2024, "Iterative reasoning preference optimization", whose DPO+NLL loss is the RPO term here).
+    `sample(conversations) -> list[str]` draws independently per entry. Returns (pairs, counts)."""
+    pairs: list[dict] = []
+    counts: Counter = Counter()
+    for start in range(0, len(rows), chunk):
+        block = rows[start : start + chunk]
+        outputs = sample([[r["messages"][0]] for r in block for _ in range(samples)])
+        for i, row in enumerate(block):
+            if len(pairs) == n_pairs:
+                break
+            answers = outputs[i * samples : (i + 1) * samples]
+            kinds = [classify_output(a, row["target"]) if a.strip() else "empty" for a in answers]
+            counts.update(requests=1, samples=samples, right_samples=sum(k in RIGHT_KINDS for k in kinds),
+                          empty_samples=kinds.count("empty"))
+            wrong = list(dict.fromkeys((a, k) for a, k in zip(answers, kinds) if k not in RIGHT_KINDS and k != "empty"))
+            counts["right"] += not wrong
+            for output, kind in wrong[:max_per_request]:
+                if len(pairs) == n_pairs:
+                    break
+                pairs.append({"prompt": row["messages"][0]["content"], "chosen": target_json(row["target"]),
+                              "rejected": output, "rejected_kind": kind, "rejected_source": "policy_sample",
+                              "target": row["target"]})
+        if len(pairs) == n_pairs:
+            break
+    kinds = Counter(p["rejected_kind"] for p in pairs)
+    return pairs, {"requests": counts["requests"], "right": counts["right"], "empty": counts["empty_samples"],
+                   "pairs": len(pairs), "from_greedy": 0, "from_samples": len(pairs), "samples": counts["samples"],
+                   "right_samples": counts["right_samples"], "kinds": dict(sorted(kinds.items()))}
+
+
 def write_policy_prefs(out_dir: str | Path, answer, n_train: int, n_eval: int, seed: int = 0,
-                       max_requests_factor: int = 6, source: dict | None = None, sample=None) -> dict:
+                       max_requests_factor: int = 6, source: dict | None = None, sample=None,
+                       samples_per_request: int = 1) -> dict:
     """Write train.jsonl / eval.jsonl of on-policy pairs and manifest.json (counts, source); return the manifest.
 
+    `samples_per_request` > 1 (needs `sample`): the sampled-only mode of `sampled_pairs`, no greedy answers.
     At most `max_requests_factor` x n requests are tried per split; a policy that is right too often to fill
     a split raises with the counts (so the user can lower n or use a weaker starting point).
     """
+    if samples_per_request > 1 and sample is None:
+        raise TunesmithError("samples per request > 1 needs a sampling temperature > 0")
     train_rows, eval_rows = pref_request_splits(max_requests_factor * n_train, max_requests_factor * n_eval, seed)
     manifest: dict = {"source": source or {}, "seed": seed}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows, n in (("train", train_rows, n_train), ("eval", eval_rows, n_eval)):
-        pairs, counts = policy_pairs(answer, rows, n, sample=sample)
+        pairs, counts = sampled_pairs(sample, rows, n, samples_per_request) if samples_per_request > 1 \
+            else policy_pairs(answer, rows, n, sample=sample)
         if len(pairs) < n:
             raise TunesmithError(
                 f"{name}: only {len(pairs)} of {n} wanted pairs after {counts['requests']} requests "

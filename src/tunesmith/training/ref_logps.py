@@ -23,7 +23,7 @@ import torch
 
 from tunesmith.data.versioning import file_sha256
 from tunesmith.errors import TunesmithError
-from tunesmith.models.load import dtype_name
+from tunesmith.models.load import dtype_name, resolve_device
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json", ".model")
 
@@ -72,7 +72,7 @@ def cache_key(cfg, tokenizer, pairs: list, ref_kind: str, model_hash: str) -> di
         "template": hashlib.sha256(f"{cfg.data.template}\n{template}".encode()).hexdigest(),
         "max_length": str(cfg.data.max_length),
         "reference": ref_kind,
-        "dtype": dtype_name(cfg.model.dtype),  # 'auto' keyed by what it resolves to here
+        "dtype": dtype_name(cfg.model.dtype, resolve_device(cfg.model.device).type),  # 'auto' keyed by what it resolves to
     }
 
 

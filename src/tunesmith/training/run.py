@@ -124,10 +124,10 @@ def prepare_policy(cfg: RunConfig, objective):
     return model, ref
 
 
-def _pin_malloc_mmap_threshold(size: int = 128 * 1024) -> None:
-    """glibc raises its mmap threshold after large frees, so later activations come from a heap that fragments;
-    on the bench job that cost 1.5 GB of peak RSS (5.5 -> 4.0 GB). Pinning it makes large tensors mmap'd and
-    returned to the OS on free (same as MALLOC_MMAP_THRESHOLD_=131072). No-op off glibc."""
+def _pin_malloc_mmap_threshold(size: int) -> None:
+    """glibc raises its mmap threshold after large frees, so later activations come from a heap that fragments
+    (fp32 base, bench job: 10.3 GB peak RSS for ~6 GB of live tensors). Pinning it makes tensors of at least
+    `size` bytes mmap'd and returned to the OS on free (same as MALLOC_MMAP_THRESHOLD_=size). No-op off glibc."""
     import ctypes
     import sys
 
@@ -138,6 +138,17 @@ def _pin_malloc_mmap_threshold(size: int = 128 * 1024) -> None:
             pass
 
 
+def enable_torch_huge_pages() -> bool:
+    """Ask torch to back its CPU buffers of >= 2 MB with transparent huge pages (THP_MEM_ALLOC_ENABLE, read once, at
+    torch's first CPU allocation in the process): with the mmap threshold pinned every large activation is a fresh
+    mapping, and huge pages fault it in 512x fewer times (bench/README.md). True when it took effect."""
+    import os
+
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    probes = [torch.empty(4 << 20, dtype=torch.uint8) for _ in range(3)]
+    return all(p.data_ptr() % 4096 == 0 for p in probes)  # THP buffers are page-aligned; torch's others only to 64 B
+
+
 def apply_speed_options(model, cfg: RunConfig, objective) -> None:
     """Speed/memory switches of `train`: CE chunk size, gradient checkpointing, per-block torch.compile."""
     from tunesmith.objectives.base import unwrap
@@ -145,7 +156,7 @@ def apply_speed_options(model, cfg: RunConfig, objective) -> None:
     if hasattr(objective, "chunk_size"):
         objective.chunk_size = cfg.train.ce_chunk_size
     if cfg.train.low_memory_malloc and next(model.parameters()).device.type == "cpu":
-        _pin_malloc_mmap_threshold()  # measured: 597 -> 254 tokens/s on the quickstart job, so opt-in only
+        _pin_malloc_mmap_threshold(cfg.train.mmap_threshold_kib * 1024)  # costs speed (page faults), so opt-in
     inner = unwrap(model)
     if cfg.train.gradient_checkpointing:
         inner.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=cfg.train.checkpoint_every)
@@ -177,6 +188,9 @@ def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True
     if fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.train.low_memory_malloc and not enable_torch_huge_pages():
+        console.print("[yellow]train.low_memory_malloc: torch allocated before this run started, so its buffers use "
+                      "ordinary pages (slower; start a fresh process)")
     seed_everything(cfg.train.seed)
     objective = build_objective(cfg.train.objective, cfg.align, cfg.rl)
     kind = objective.batch_kind
@@ -190,7 +204,8 @@ def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True
         ref = precompute_reference(ref, model, cfg, data.tokenizer, [data.train, data.eval])
         console.print("reference log-probs: " + ", ".join(f"{'reused' if hit else 'computed'} {path}" for path, hit in zip(ref.cache_files, ref.reused)))
     apply_speed_options(model, cfg, objective)
-    console.print(format_trainable_report(trainable_report(model)) + (f"; reference: {ref.kind}" if ref else ""))
+    console.print(format_trainable_report(trainable_report(model)) + f"; device {next(model.parameters()).device}"
+                  + (f"; reference: {ref.kind}" if ref else ""))
     if kind == "rollout":  # online RL: the source generates from the policy and scores with the reward
         from tunesmith.training.rollout import build_rollout_source, evaluate_prompts
 
