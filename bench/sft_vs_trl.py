@@ -28,7 +28,6 @@ import datetime as dt
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ sys.path.insert(0, str(HERE))
 from _harness import (  # noqa: E402, F401
     COMPILE_TIMERS, MARK_END, MARK_START, _peak_rss_mb, _summarise, compile_seconds, compile_summary, estimate_lines,
     machine, markers, spawn, summarise, update_readme)
+from _estimate_check import check_estimate  # noqa: E402
 
 JOB = {"batch": 8, "max_length": 512, "r": 16, "alpha": 32, "lr": 2e-4, "seed": 0}
 # tunesmith variants: config overrides on top of the job (the default config is the first entry). `dtype` goes
@@ -269,63 +269,6 @@ def as_preference(row: dict, index: int) -> dict:
             "rejected": [{"role": "assistant", "content": rejected}]}
 
 
-def estimate_settings(overrides: dict) -> dict | None:
-    """`estimate()` keyword arguments for a tunesmith variant's config overrides (None: a variant it does not model)."""
-    from tunesmith.config.schema import ModelConfig, TrainConfig
-
-    if overrides.get("compile"):
-        return None  # torch.compile's fused graphs save other tensors than eager mode
-    defaults = TrainConfig()
-    checkpointing = overrides.get("gradient_checkpointing", defaults.gradient_checkpointing)
-    return {"checkpoint_every": overrides.get("checkpoint_every", defaults.checkpoint_every) if checkpointing else 0,
-            "ce_chunk_size": overrides.get("ce_chunk_size", defaults.ce_chunk_size),
-            "base_dtype": overrides.get("dtype", ModelConfig().dtype),
-            "low_memory_malloc": overrides.get("low_memory_malloc", defaults.low_memory_malloc),
-            "mmap_threshold_kib": overrides.get("mmap_threshold_kib", defaults.mmap_threshold_kib)}
-
-
-def _estimate_flags(settings: dict, method: str = "", job_method: str = "") -> str:
-    """The `tunesmith estimate` options that differ from its defaults, as typed on the command line."""
-    flags = {"checkpoint_every": ("--checkpoint-every", 0), "ce_chunk_size": ("--ce-chunk-size", 1024),
-             "base_dtype": ("--base-dtype", "auto"), "low_memory_malloc": ("--low-memory-malloc", False),
-             "mmap_threshold_kib": ("--mmap-threshold-kib", 4096)}
-    out = [f"--method {method}"] if method and method != job_method else []
-    for key, (flag, default) in flags.items():
-        if settings.get(key, default) != default:
-            out.append(flag if isinstance(default, bool) else f"{flag} {settings[key]}")
-    return " ".join(out)
-
-
-def check_estimate(args: argparse.Namespace, runs: list[dict]) -> dict:
-    """`tunesmith estimate` for each tunesmith variant (with its checkpointing, CE chunk, dtype, method) vs its
-    measured peak RSS (target: within 25%; SFT jobs on CPU). Top-level keys: the default variant; `variants`: all."""
-    from tunesmith.estimate import estimate
-
-    job = JOBS[args.job]
-    if job["objective"] != "sft":
-        return {"skipped": f"estimate covers SFT only, not {job['objective']}"}
-    if getattr(args, "device", "cpu") != "cpu":
-        return {"skipped": "on CUDA the bench reports peak allocated GPU memory but does not check the estimate against it yet"}
-    config = json.loads((Path(args.model) / "config.json").read_text())
-    checks: dict[str, dict] = {}
-    for name in dict.fromkeys(["tunesmith", *(r["impl"] for r in runs if r.get("impl") in VARIANTS)]):
-        settings = estimate_settings(VARIANTS[name])
-        if settings is None:
-            checks[name] = {"skipped": "torch.compile is not modelled"}
-            continue
-        method = VARIANTS[name].get("method", job["method"])
-        est = estimate(config, method, job["batch"], JOB["max_length"], "cpu", JOB["r"], peak_flops=1.0, **settings)
-        check = {"estimate_gib": est.total_gib, "breakdown_gib": est.memory_gib, "method": method,
-                 "base_dtype": est.base_dtype, "flags": _estimate_flags(settings, method, job["method"])}
-        measured = [r["peak_rss_mb"] for r in runs if r.get("impl") == name and "error" not in r]
-        if measured:
-            peak_gib = statistics.median(measured) / 1024
-            check.update(measured_peak_rss_gib=round(peak_gib, 3), relative_error=round(est.total_gib / peak_gib - 1, 3),
-                         within_25pct=abs(est.total_gib / peak_gib - 1) <= 0.25)
-        checks[name] = check
-    return {**{k: v for k, v in checks["tunesmith"].items() if k != "flags"}, "variants": checks}
-
-
 def resolve_model(args: argparse.Namespace) -> str:
     """The HF folder both sides load: --model, a random Llama from --model-config, or the bundled model. Sets
     args.model and returns the tag that names a non-default model in result files and README markers."""
@@ -414,7 +357,7 @@ def main() -> None:
               "rounds": args.rounds, "variants": {n: VARIANTS.get(n, TRL_VARIANTS.get(n)) for n in names}, "baseline": baseline,
               "load_before": [round(r["load_before"], 2) for r in runs if not r.get("refused")], "runs": runs,
               "summary": summarise(runs, baseline)}
-    record["estimate_check"] = check_estimate(args, runs)
+    record["estimate_check"] = check_estimate(args, runs, JOB, JOBS, VARIANTS)
     args.results.mkdir(parents=True, exist_ok=True)
     suffix = ("" if args.job == "lora" else f"-{args.job}") + (f"-{tag}" if tag else "") + (f"-{args.label}" if args.label else "")
     out = args.results / f"{record['date']}-{info['slug']}{suffix}.json"
