@@ -42,7 +42,7 @@ def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 9
     Returns score_json_extraction's metrics plus timing and the first few (request, output, target) samples.
     The tokenizer must already carry the chat template used in training (see `load_for_inference`).
     """
-    from tunesmith.tasks.json_prefs import behaviour_report, classify_output
+    from tunesmith.tasks.json_prefs import behaviour_from_kinds, classify_output
     from tunesmith.tasks.policy_prefs import greedy_answers
     from tunesmith.tasks.scoring import score_json_extraction
 
@@ -56,8 +56,8 @@ def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 9
     scores = score_json_extraction(outputs, targets)
     scores["decoding"] = {"temperature": temperature, "samples_per_row": samples, "seed": seed}
     scores["generation_seconds"] = round(seconds, 3)
-    scores["behaviour"] = behaviour_report(outputs, targets)  # per failure kind (tasks/json_prefs.py), verbose rate
     scores["answer_kinds"] = [classify_output(o, t) for o, t in zip(outputs, targets)]  # for paired comparisons
+    scores["behaviour"] = behaviour_from_kinds(scores["answer_kinds"])  # per failure kind (tasks/json_prefs.py), verbose rate
     scores["samples"] = [
         {"request": c[-1]["content"].split("\n\n", 1)[-1], "output": o, "target": t}
         for c, o, t in list(zip(conversations, outputs, targets))[:5]

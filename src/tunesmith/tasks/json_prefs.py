@@ -218,7 +218,12 @@ def classify_output(output: str, target: dict) -> str:
 
 def behaviour_report(outputs: list[str], targets: list[dict]) -> dict:
     """Share of outputs per kind, and the verbose rate (any text around the JSON: preamble, continuation, fence)."""
-    kinds = Counter(classify_output(o, t) for o, t in zip(outputs, targets))
-    n = max(len(outputs), 1)
-    return {"n": len(outputs), "kinds": dict(sorted(kinds.items())),
+    return behaviour_from_kinds([classify_output(o, t) for o, t in zip(outputs, targets)])
+
+
+def behaviour_from_kinds(answer_kinds: list[str]) -> dict:
+    """behaviour_report from answers already classified with `classify_output`."""
+    kinds = Counter(answer_kinds)
+    n = max(len(answer_kinds), 1)
+    return {"n": len(answer_kinds), "kinds": dict(sorted(kinds.items())),
             "verbose_rate": sum(kinds[k] for k in VERBOSE_KINDS) / n, "exact_compact_rate": kinds["exact"] / n}

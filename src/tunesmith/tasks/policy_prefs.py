@@ -38,6 +38,12 @@ def greedy_answers(model, tokenizer, conversations: list[list[dict]], max_new_to
     return [r.text for r in results]
 
 
+def _pair(row: dict, rejected: str, kind: str, source: str) -> dict:
+    """One preference row: the request, its exact compact JSON (chosen) and the policy's wrong answer (rejected)."""
+    return {"prompt": row["messages"][0]["content"], "chosen": target_json(row["target"]), "rejected": rejected,
+            "rejected_kind": kind, "rejected_source": source, "target": row["target"]}
+
+
 def policy_pairs(answer, rows: list[dict], n_pairs: int, chunk: int = 64, sample=None) -> tuple[list[dict], dict]:
     """Answer `rows` in order, `chunk` at a time, until `n_pairs` wrong answers; each becomes a pair.
 
@@ -54,8 +60,7 @@ def policy_pairs(answer, rows: list[dict], n_pairs: int, chunk: int = 64, sample
         kind = classify_output(output, row["target"])
         if kind in RIGHT_KINDS or not output.strip():
             return False
-        pairs.append({"prompt": row["messages"][0]["content"], "chosen": target_json(row["target"]), "rejected": output,
-                      "rejected_kind": kind, "rejected_source": source, "target": row["target"]})
+        pairs.append(_pair(row, output, kind, source))
         counts[source] += 1
         return True
 
@@ -107,9 +112,7 @@ def sampled_pairs(sample, rows: list[dict], n_pairs: int, samples: int, chunk: i
             for output, kind in wrong[:max_per_request]:
                 if len(pairs) == n_pairs:
                     break
-                pairs.append({"prompt": row["messages"][0]["content"], "chosen": target_json(row["target"]),
-                              "rejected": output, "rejected_kind": kind, "rejected_source": "policy_sample",
-                              "target": row["target"]})
+                pairs.append(_pair(row, output, kind, "policy_sample"))
         if len(pairs) == n_pairs:
             break
     kinds = Counter(p["rejected_kind"] for p in pairs)
