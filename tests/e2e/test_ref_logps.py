@@ -61,3 +61,22 @@ def test_precompute_with_an_objective_without_pairs_is_a_clean_error(tmp_path, t
         main(["train", str(config), "--quiet"])
     assert exc.value.code == 2
     assert "precompute_ref_logps works with pairwise objectives" in capsys.readouterr().err
+
+
+def test_rejected_to_divergence_scores_only_the_first_wrong_token_live_and_precomputed(tmp_path, tiny_model_dir):
+    def write(path, facts):  # answers that share a prefix, so the cut falls inside the rejected answer
+        rows = [{"prompt": q, "chosen": f"The answer is {a}", "rejected": "The answer is unknown to me, sorry."} for q, a in facts]
+        path.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+        return path
+
+    data, evals = write(tmp_path / "pairs.jsonl", FACTS[:16]), write(tmp_path / "eval.jsonl", FACTS[16:])
+    full = _run(tmp_path, tiny_model_dir, data, evals, True, "full")
+    cut = _run(tmp_path, tiny_model_dir, data, evals, True, "cut", rejected_tokens="to_divergence")
+    live = _run(tmp_path, tiny_model_dir, data, evals, False, "live", rejected_tokens="to_divergence")
+    assert len(list((tmp_path / "cache").glob("ref_logps-*.pt"))) == 4  # the cut pairs are keyed apart
+    assert cut[0]["logps/chosen"] == pytest.approx(full[0]["logps/chosen"], abs=1e-5)
+    # "The answer is" (shared) + " unknown" (first difference) instead of the whole refusal: far fewer nats
+    assert cut[0]["logps/rejected"] > full[0]["logps/rejected"] + 10
+    for a, b in zip(live, cut):
+        for key in ("loss", "rewards/margins", "logps/rejected"):
+            assert b[key] == pytest.approx(a[key], abs=1e-5), (a["step"], key)

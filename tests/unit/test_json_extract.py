@@ -16,6 +16,7 @@ from tunesmith.tasks.json_extract import (
     RESTAURANTS,
     TEMPLATES,
     make_split,
+    target_json,
     write_quickstart,
 )
 from tunesmith.tasks.scoring import parse_json_object, score_json_extraction
@@ -218,7 +219,9 @@ def test_task_cli_make_data_then_score(tiny_model_dir, tmp_path):
     assert scored.exit_code == 0, scored.output
     scores = json.loads(out.read_text())
     assert scores["n"] == 3 and scores["exact_match"] == 0.0  # a random model cannot write the JSON
-    assert len(scores["samples"]) == 3 and set(scores["samples"][0]) == {"request", "output", "target"}
+    assert len(scores["samples"]) == 3 and set(scores["samples"][0]) == {"row", "request", "output", "target"}
+    assert [m["row"] for m in scores["mistakes"]] == [0, 1, 2]  # every wrong answer is kept, with its kind
+    assert [m["kind"] for m in scores["mistakes"]] == scores["answer_kinds"] and "exact" not in scores["answer_kinds"]
     assert "exact match" in scored.output
 
 
@@ -258,6 +261,24 @@ def test_task_score_samples_each_request_k_times_seeded(tiny_model_dir, tmp_path
         runs.append(json.loads(out.read_text()))
     assert runs[0]["n"] == 12 and runs[0]["decoding"] == {"temperature": 1.0, "samples_per_row": 4, "seed": 1}
     assert runs[0]["samples"] == runs[1]["samples"]  # same seed, same answers
+    assert [m["row"] for m in runs[0]["mistakes"]] == [0, 1, 2] * 4  # sample k of row i sits at i + k * rows
     assert runs[0]["samples"] != runs[2]["samples"]  # another seed samples other answers from the random model
     refused = runner.invoke(app, ["task", "score", "--model", str(tiny_model_dir), "--data", data, "--samples", "3"])
     assert refused.exit_code == 2 and "--temperature > 0" in refused.output
+
+
+def test_incomplete_requests_leave_one_field_out_and_the_target_holds_null():
+    rows = make_split(200, seed=5, missing=("time", "party_size"))
+    assert [r["target"]["time"] is None for r in rows[:4]] == [True, False, True, False]
+    for row in rows:
+        text, target = _request(row), row["target"]
+        missing = [k for k, v in target.items() if v is None]
+        assert len(missing) == 1 and target["name"] in text and target["restaurant"] in text
+        assert _dates_in(text) == {target["date"]}, text
+        if missing == ["time"]:
+            assert _times_in(text) == set() and target["party_size"] in _party_sizes_in(text), text
+        else:
+            assert _times_in(text) == {target["time"]} and not re.search(r"\b(people|guests|party of|group of|person)\b", text), text
+        assert row["messages"][1]["content"] == target_json(target) and f'"{missing[0]}": null' in target_json(target)
+    # the complete requests (the quickstart data) do not change with the new argument
+    assert make_split(50, seed=5) == make_split(50, seed=5, missing=())

@@ -102,3 +102,18 @@ def test_unknown_kind_is_a_clean_cli_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["task", "make-prefs", "--out", str(tmp_path), "--kinds", "preamble,nonsense"])
     assert exc.value.code == 2 and "unknown nonsense" in capsys.readouterr().err
+
+
+def test_classify_output_names_invented_and_dropped_values():
+    from tunesmith.tasks.json_extract import target_json
+    from tunesmith.tasks.json_prefs import classify_output, incomplete_request_splits
+
+    train, evals = incomplete_request_splits(20, 10, seed=0)
+    quickstart_eval = {r["messages"][0]["content"] for r in make_split(100, seed=1)}
+    requests = [r["messages"][0]["content"] for r in train + evals]
+    assert len(set(requests)) == 30 and not set(requests) & quickstart_eval
+    target = train[0]["target"]
+    assert target["time"] is None and classify_output(target_json(target), target) == "exact"
+    assert classify_output(target_json({**target, "time": "19:00"}), target) == "invented_value"
+    complete = make_split(1, seed=4)[0]["target"]
+    assert classify_output(target_json({**complete, "time": None}), complete) == "dropped_value"

@@ -158,3 +158,28 @@ def test_sampled_mode_needs_a_sampler(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["task", "make-prefs", "--out", str(tmp_path / "p"), "--policy-adapter", str(tmp_path), "--samples-per-request", "4"])
     assert exit_info.value.code == 2
+
+
+def test_cli_incomplete_requests_pair_null_against_the_policys_answer_and_write_eval_requests(tmp_path, tiny_model_dir, capsys):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.tasks.json_prefs import incomplete_request_splits
+
+    adapter = tmp_path / "adapter"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")).save_pretrained(adapter)
+    out = tmp_path / "prefs"
+    main(["task", "make-prefs", "--out", str(out), "--n-train", "4", "--n-eval", "2", "--policy-model", str(tiny_model_dir),
+          "--policy-adapter", str(adapter), "--incomplete", "--batch-size", "8"])
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    # interleaved: the policy's answer to an incomplete request vs null there; a complete request's value vs null
+    assert len(rows) == 4 and [r["rejected_source"] for r in rows] == ["policy", "synthetic"] * 2
+    assert all(": null" in r["chosen"] and r["rejected"] != r["chosen"] for r in rows[::2])
+    assert all(r["rejected_kind"] == "dropped_value" and ": null" in r["rejected"] and ": null" not in r["chosen"] for r in rows[1::2])
+    assert [r["prompt"] for r in rows[1::2]] == [r["messages"][0]["content"] for r in pref_request_splits(4, 2, 0)[0][:2]]
+    requests = [json.loads(line) for line in (out / "eval_requests.jsonl").read_text().splitlines()]
+    assert requests == incomplete_request_splits(24, 100, 0)[1][:100]  # the held-out requests, make-data format
+    assert not {r["prompt"] for r in rows} & {r["messages"][0]["content"] for r in requests}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["task", "make-prefs", "--out", str(out), "--incomplete"])
+    assert exit_info.value.code == 2

@@ -87,3 +87,29 @@ def test_wrong_configured_format_is_refused(tmp_path, tok):
     path = _write(tmp_path / "p.jsonl", [{"prompt": "a", "chosen": "x", "rejected": "y"}])
     with pytest.raises(DataError, match="needs preference data"):
         load_preference_examples(path, tok, "pairwise", fmt="alpaca")
+
+
+def _trained(tok, example) -> str:
+    return tok.decode([t for t in example.labels if t != -100])
+
+
+def test_rejected_to_divergence_keeps_the_shared_prefix_and_the_first_differing_token(tmp_path, tok):
+    from tunesmith.data.preference import rejected_to_divergence
+
+    rows = [
+        {"prompt": "Book it", "chosen": '{"time": "19:30", "size": 2}', "rejected": '{"time": "21:30", "size": 2}'},
+        {"prompt": "Book it", "chosen": '{"a": 1}', "rejected": '{"a": 1} Hope this helps!'},  # chosen is a prefix
+        {"prompt": "Book it", "chosen": '{"a": 1, "b": 2}', "rejected": '{"a": 1,'},             # rejected is a prefix
+        {"prompt": "Book it", "chosen": "Yes", "rejected": "No"},                              # differs at once
+    ]
+    pairs = load_preference_examples(_write(tmp_path / "p.jsonl", rows), tok, "pairwise", report=SkipReport())
+    cut = [rejected_to_divergence(p) for p in pairs]
+    for before, after in zip(pairs, cut):
+        assert after.chosen is before.chosen and after.rejected.input_ids == before.rejected.input_ids
+        kept = [t for t in after.rejected.labels if t != -100]
+        full = [t for t in before.rejected.labels if t != -100]
+        chosen = [t for t in before.chosen.labels if t != -100]
+        assert kept == full[: len(kept)] and kept[:-1] == chosen[: len(kept) - 1] and kept[-1] != chosen[len(kept) - 1]
+    # the wrong hour's first digit; the chatter's first word; the premature end of turn; the whole one-token answer
+    assert [_trained(tok, c.rejected) for c in cut] == ['{"time": "2', '{"a": 1} Hope', '{"a": 1,<|im_end|>', "No"]
+    assert [_trained(tok, p.chosen) for p in cut] == [r["chosen"] + "<|im_end|>" for r in rows]

@@ -39,7 +39,8 @@ def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 9
     """Answers to every eval row, scored against the rows' targets: greedy, or `samples` answers per row sampled
     at `temperature` (seeded), each scored as one answer (how a model served with sampling behaves).
 
-    Returns score_json_extraction's metrics plus timing and the first few (request, output, target) samples.
+    Returns score_json_extraction's metrics plus timing, the first few (request, output, target) samples and
+    every answer that is not the exact compact JSON (`mistakes`, with its kind and eval row).
     The tokenizer must already carry the chat template used in training (see `load_for_inference`).
     """
     from tunesmith.tasks.json_prefs import behaviour_from_kinds, classify_output
@@ -58,10 +59,10 @@ def score_model(model, tokenizer, eval_path: str | Path, max_new_tokens: int = 9
     scores["generation_seconds"] = round(seconds, 3)
     scores["answer_kinds"] = [classify_output(o, t) for o, t in zip(outputs, targets)]  # for paired comparisons
     scores["behaviour"] = behaviour_from_kinds(scores["answer_kinds"])  # per failure kind (tasks/json_prefs.py), verbose rate
-    scores["samples"] = [
-        {"request": c[-1]["content"].split("\n\n", 1)[-1], "output": o, "target": t}
-        for c, o, t in list(zip(conversations, outputs, targets))[:5]
-    ]
+    answers = [{"row": i % (len(conversations) // samples), "request": c[-1]["content"].split("\n\n", 1)[-1], "output": o, "target": t}
+               for i, (c, o, t) in enumerate(zip(conversations, outputs, targets))]
+    scores["samples"] = answers[:5]
+    scores["mistakes"] = [{**a, "kind": k} for a, k in zip(answers, scores["answer_kinds"]) if k != "exact"]  # every one, to read
     return scores
 
 
@@ -107,12 +108,25 @@ def make_prefs_command(
     batch_size: int = typer.Option(32, "--batch-size", help="prompts per generation batch (on-policy pairs)"),
     sample_temperature: float = typer.Option(0.0, "--sample-temperature", min=0.0, help="on-policy pairs: requests the policy answers right greedily get one answer sampled at this temperature, and a wrong one is paired too (0: greedy only)"),
     samples_per_request: int = typer.Option(1, "--samples-per-request", min=1, help="on-policy pairs: > 1 = no greedy pass; draw this many answers per request at --sample-temperature and pair each distinct wrong one (at most 2 per request)"),
+    incomplete: bool = typer.Option(False, "--incomplete", help="on-policy pairs on requests that leave the time or party size out: chosen writes null there, rejected is the policy's answer (it invents a value); also writes eval_requests.jsonl"),
+    deviations: bool = typer.Option(False, "--deviations", help="on-policy pairs without sampling: teacher-force the exact answer and pair it against the policy's likeliest wrong token spliced in (one forward per request)"),
+    min_prob: float = typer.Option(0.01, "--min-prob", min=0.0, max=1.0, help="--deviations: skip (and count) requests whose likeliest wrong token has less probability"),
 ) -> None:
     """Write preference pairs for the quickstart task: exact JSON (chosen) vs a typical failure (rejected).
 
     With --policy-adapter, rejected answers are the policy's own mistakes (verifier-labelled, on-policy pairs)."""
     from tunesmith.tasks.json_prefs import DEFAULT_KINDS, write_quickstart_prefs
 
+    if deviations:
+        if sample_temperature > 0 or samples_per_request > 1 or kinds is not None or incomplete:
+            err_console.print("[bold red]error:[/] --deviations reads the policy's next-token probabilities: it samples nothing and "
+                              "uses no synthetic kinds (drop --sample-temperature / --samples-per-request / --kinds)")
+            raise typer.Exit(2)
+        _make_deviation_prefs(out, n_train, n_eval, seed, policy_model, policy_adapter, batch_size, min_prob)
+        return
+    if incomplete and policy_adapter is None:
+        err_console.print("[bold red]error:[/] --incomplete pairs the policy's own answers: give --policy-adapter")
+        raise typer.Exit(2)
     if policy_adapter is not None:
         if kinds is not None:
             err_console.print("[bold red]error:[/] --kinds picks synthetic failures; it cannot be combined with --policy-adapter")
@@ -121,15 +135,42 @@ def make_prefs_command(
             err_console.print("[bold red]error:[/] --samples-per-request > 1 needs --sample-temperature > 0")
             raise typer.Exit(2)
         _make_policy_prefs(out, n_train, n_eval, seed, policy_model, policy_adapter, batch_size, sample_temperature,
-                           samples_per_request)
+                           samples_per_request, incomplete)
         return
     chosen_kinds = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else DEFAULT_KINDS
     paths = write_quickstart_prefs(out, n_train=n_train, n_eval=n_eval, seed=seed, kinds=chosen_kinds)
     console.print(f"[green]wrote[/] {n_train} pairs to [bold]{paths['train']}[/] and {n_eval} pairs to [bold]{paths['eval']}[/]")
 
 
+def _make_deviation_prefs(out: str, n_train: int, n_eval: int, seed: int, model: str, adapter: str | None, batch_size: int,
+                          min_prob: float) -> None:
+    from tunesmith.serving.engine import load_for_inference
+    from tunesmith.tasks.deviation_prefs import write_deviation_prefs
+
+    try:
+        lm, tokenizer = load_for_inference(model, adapter)
+        manifest = write_deviation_prefs(out, lm, tokenizer, n_train, n_eval, seed, min_prob=min_prob, batch_size=min(batch_size, 16),
+                                         source={"model": model, "adapter": adapter, "decoding": "likeliest deviation (teacher-forced)"})
+    except TunesmithError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    _pairs_table(f"likeliest-deviation pairs from {model}" + (f" + {adapter}" if adapter else ""), manifest, f"no deviation >= {min_prob}")
+    console.print(f"[green]wrote[/] [bold]{out}[/]/train.jsonl, eval.jsonl and manifest.json")
+
+
+def _pairs_table(title: str, manifest: dict, right_label: str = "right (no pair)", pairs_cell=lambda c: str(c["pairs"])) -> None:
+    table = Table(title=title)
+    for column in ("split", "requests", right_label, "empty (no pair)", "pairs", "rejected kinds"):
+        table.add_column(column)
+    for split in ("train", "eval"):
+        c = manifest[split]
+        table.add_row(split, str(c["requests"]), str(c["right"]), str(c["empty"]), pairs_cell(c),
+                      ", ".join(f"{k} {v}" for k, v in c["kinds"].items()))
+    console.print(table)
+
+
 def _make_policy_prefs(out: str, n_train: int, n_eval: int, seed: int, model: str, adapter: str, batch_size: int,
-                       temperature: float, samples_per_request: int = 1) -> None:
+                       temperature: float, samples_per_request: int = 1, incomplete: bool = False) -> None:
     from tunesmith.serving.engine import load_for_inference
     from tunesmith.tasks.policy_prefs import greedy_answers, write_policy_prefs
 
@@ -141,18 +182,13 @@ def _make_policy_prefs(out: str, n_train: int, n_eval: int, seed: int, model: st
             else "greedy" + (f", right answers resampled at temperature {temperature}" if sample else "")
         manifest = write_policy_prefs(out, lambda convs: greedy_answers(lm, tokenizer, convs, batch_size=batch_size),
                                       n_train, n_eval, seed, source={"model": model, "adapter": adapter, "decoding": decoding},
-                                      sample=sample, samples_per_request=samples_per_request)
+                                      sample=sample, samples_per_request=samples_per_request, incomplete=incomplete)
     except TunesmithError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from exc
-    table = Table(title=f"on-policy pairs from {model} + {adapter}")
-    for column in ("split", "requests answered", "right (no pair)", "empty (no pair)", "pairs (greedy / sampled)", "rejected kinds"):
-        table.add_column(column)
-    for split in ("train", "eval"):
-        c = manifest[split]
-        table.add_row(split, str(c["requests"]), str(c["right"]), str(c["empty"]), f"{c['pairs']} ({c['from_greedy']} / {c['from_samples']})",
-                      ", ".join(f"{k} {v}" for k, v in c["kinds"].items()))
-    console.print(table)
+    _pairs_table(f"on-policy pairs from {model} + {adapter}", manifest,
+                 pairs_cell=lambda c: f"{c['pairs']} ({c['from_greedy']} greedy / {c['from_samples']} sampled"
+                                      + (f" / {c['from_synthetic']} synthetic" if c.get("from_synthetic") else "") + ")")
     console.print(f"[green]wrote[/] [bold]{out}[/]/train.jsonl, eval.jsonl and manifest.json")
 
 

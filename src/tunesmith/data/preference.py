@@ -188,6 +188,27 @@ def render_pair(pair: _Pair, tokenizer, system: str | None, max_length: int, ove
     return PairExample(chosen, rejected, n, pair.margin)
 
 
+def rejected_to_divergence(pair: PairExample) -> PairExample:
+    """The pair with the rejected answer trained only up to its first token that differs from the chosen one.
+
+    Tokens both answers share cancel in the DPO log-ratio anyway; the rejected tokens AFTER the first
+    difference are mostly the chosen answer's own tokens again (closing fields, punctuation, end of turn) in a
+    slightly different context, and pushing them down also lowers the chosen answer (Pal et al. 2024, Smaug,
+    Sec. 3: DPO on low-edit-distance pairs). Keeping only the divergent token is the token-level analogue of
+    Step-DPO's first wrong step (Lai et al. 2024). A rejected answer that is a prefix of the chosen one keeps its
+    end-of-turn token; chosen itself is untouched. Pairs that never differ in their trained tokens keep all.
+    """
+    c = [t for t, label in zip(pair.chosen.input_ids, pair.chosen.labels) if label != -100]
+    positions = [k for k, label in enumerate(pair.rejected.labels) if label != -100]
+    first = next((i for i, k in enumerate(positions) if i >= len(c) or pair.rejected.input_ids[k] != c[i]), None)
+    if first is None or first == len(positions) - 1:
+        return pair
+    keep = set(positions[: first + 1])
+    labels = [label if k in keep or label == -100 else -100 for k, label in enumerate(pair.rejected.labels)]
+    rejected = Example(pair.rejected.input_ids, labels, pair.rejected.source, pair.rejected.line, pair.rejected.truncated)
+    return PairExample(pair.chosen, rejected, pair.prompt_len, pair.margin)
+
+
 # ---------------------------------------------------------------- files
 
 

@@ -68,6 +68,26 @@ TEMPLATES = (
     "Booking for {name}, {party}, at {restaurant} on {date}, {time}.",
     "Please book {party} at {restaurant} for {time} on {date} under the name {name}.",
 )
+# Requests that leave one field out (the user has not said it): the right answer writes null there rather than
+# inventing a value. Not in the quickstart data: the preference demo (configs/dpo_quickstart.yaml) teaches it.
+INCOMPLETE_TEMPLATES = {
+    "time": (
+        "Table for {count} at {restaurant} on {date}, under {name}.",
+        "Hi, this is {name}. Could you book {restaurant} for {party} on {date}?",
+        "Please reserve a table at {restaurant} for {party}, {date}. Name: {name}.",
+        "{name} here - need a table for {count} at {restaurant} on {date}, not sure about the time yet.",
+        "Book {restaurant}: {party}, {date}, name {name}.",
+        "Reservation request from {name}: {restaurant} on {date}, {party}.",
+    ),
+    "party_size": (
+        "Table at {restaurant} on {date} at {time}, under {name}.",
+        "Hi, this is {name}. Could you book {restaurant} on {date} at {time}?",
+        "Please reserve a table at {restaurant}, {date}, {time}. Name: {name}.",
+        "{name} here - need a table at {restaurant}, {date} at {time}, not sure how many of us yet.",
+        "Book {restaurant}: {date}, {time}, name {name}.",
+        "Reservation request from {name}: {restaurant}, {time} on {date}.",
+    ),
+}
 PARTY_PHRASES = ("{count} people", "{count} guests", "a party of {count}", "a group of {count}")
 _FIRST_DAY = dt.date(2025, 1, 1)
 _N_DAYS = (dt.date(2027, 12, 31) - _FIRST_DAY).days + 1
@@ -108,14 +128,15 @@ def target_json(target: dict) -> str:
     return json.dumps({k: target[k] for k in FIELDS}, separators=(", ", ": "))
 
 
-def sample_example(rng: random.Random) -> tuple[str, dict]:
-    """One (request, target) pair."""
+def sample_example(rng: random.Random, missing: str | None = None) -> tuple[str, dict]:
+    """One (request, target) pair; with `missing` (a key of INCOMPLETE_TEMPLATES) the request leaves that field
+    out and the target holds None (null) for it. The random draws are the same either way."""
     name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
     party_size = rng.randint(1, 12)
     day = _FIRST_DAY + dt.timedelta(days=rng.randrange(_N_DAYS))
     hour, minute = rng.randint(11, 22), rng.choice((0, 15, 30, 45))
     restaurant = rng.choice(RESTAURANTS)
-    template = rng.choice(TEMPLATES)
+    template = rng.choice(INCOMPLETE_TEMPLATES[missing] if missing else TEMPLATES)
     count = format_count(party_size, rng)
     request = template.format(
         name=name, restaurant=restaurant, count=count, party=format_party(party_size, count, rng),
@@ -123,6 +144,8 @@ def sample_example(rng: random.Random) -> tuple[str, dict]:
     )
     target = {"name": name, "party_size": party_size, "date": day.isoformat(),
               "time": f"{hour:02d}:{minute:02d}", "restaurant": restaurant}
+    if missing:
+        target[missing] = None
     return request, target
 
 
@@ -130,8 +153,9 @@ def user_message(request: str) -> str:
     return f"{INSTRUCTION}\n\n{request}"
 
 
-def make_split(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[dict]:
-    """`n` rows with distinct user messages (none in `exclude`), in OpenAI messages format plus "target"."""
+def make_split(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset(), missing: tuple[str, ...] = ()) -> list[dict]:
+    """`n` rows with distinct user messages (none in `exclude`), in OpenAI messages format plus "target";
+    with `missing`, row i leaves out field missing[i % len(missing)] (incomplete requests, null in the target)."""
     rng = random.Random(seed)
     rows: list[dict] = []
     seen = set(exclude)
@@ -140,7 +164,7 @@ def make_split(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset
         attempts += 1
         if attempts > 50 * n + 1000:  # pragma: no cover - the space holds billions of requests
             raise RuntimeError("could not sample enough distinct requests")
-        request, target = sample_example(rng)
+        request, target = sample_example(rng, missing[len(rows) % len(missing)] if missing else None)
         user = user_message(request)
         if user in seen:
             continue

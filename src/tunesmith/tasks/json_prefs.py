@@ -152,6 +152,15 @@ def pref_request_splits(n_train: int, n_eval: int, seed: int = 0) -> tuple[list[
     return make_split(n_train, seed=10_000 + 2 * seed, exclude=held_out), eval_split
 
 
+def incomplete_request_splits(n_train: int, n_eval: int, seed: int = 0, missing: tuple[str, ...] = ("time", "party_size")) -> tuple[list[dict], list[dict]]:
+    """(train, eval) requests that leave a field out (null in the target), disjoint from each other and from
+    the quickstart eval set; eval requests serve both the held-out pairs and the behaviour check."""
+    quickstart_eval = {r["messages"][0]["content"] for r in make_split(100, seed=2 * seed + 1)}
+    eval_split = make_split(n_eval, seed=30_000 + 2 * seed + 1, exclude=quickstart_eval, missing=missing)
+    held_out = quickstart_eval | {r["messages"][0]["content"] for r in eval_split}
+    return make_split(n_train, seed=30_000 + 2 * seed, exclude=held_out, missing=missing), eval_split
+
+
 def make_pref_splits(n_train: int, n_eval: int, seed: int = 0, kinds: tuple[str, ...] = DEFAULT_KINDS) -> tuple[list[dict], list[dict]]:
     """(train, eval) preference rows with synthetic rejected answers (see `pref_request_splits`)."""
     train_split, eval_split = pref_request_splits(n_train, n_eval, seed)
@@ -186,11 +195,13 @@ def _value_kind(parsed: dict, target: dict) -> str:
     if set(parsed) < set(FIELDS):
         return "missing_key"
     checks = (
+        ("invented_value", any(target[k] is None and parsed.get(k) is not None for k in FIELDS)),
+        ("dropped_value", any(target[k] is not None and parsed.get(k) is None for k in FIELDS)),
         ("swapped_fields", parsed.get("name") == target["restaurant"]),
         ("time_12h", isinstance(parsed.get("time"), str) and parsed["time"].strip().lower().endswith(("am", "pm"))),
         ("date_format", isinstance(parsed.get("date"), str) and parsed["date"] != target["date"] and any(m in parsed["date"] for m in MONTHS)),
         ("party_size_string", isinstance(parsed.get("party_size"), str)),
-        ("ampm_flip", parsed.get("time") == _flip_ampm(target["time"])),
+        ("ampm_flip", target["time"] is not None and parsed.get("time") == _flip_ampm(target["time"])),
         ("time_shift", parsed.get("time") != target["time"]),
         ("date_shift", parsed.get("date") != target["date"]),
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tunesmith.errors import TunesmithError
 from tunesmith.tasks.json_extract import target_json
-from tunesmith.tasks.json_prefs import classify_output, pref_request_splits
+from tunesmith.tasks.json_prefs import classify_output, incomplete_request_splits, pref_request_splits
 
 RIGHT_KINDS = ("exact", "exact_other_spacing")  # same values as the target: nothing to prefer against
 
@@ -121,29 +121,55 @@ def sampled_pairs(sample, rows: list[dict], n_pairs: int, samples: int, chunk: i
                    "right_samples": counts["right_samples"], "kinds": dict(sorted(kinds.items()))}
 
 
+def dropped_value_pairs(rows: list[dict], n: int, missing: tuple[str, ...] = ("time", "party_size")) -> list[dict]:
+    """Counter-pairs on complete requests: the stated value preferred to null (`rejected_kind: dropped_value`).
+    Trained on incomplete requests alone, DPO learns "null is preferred" and writes null everywhere
+    (notes/align-pref.md, session 6); these pairs mark the other side of the rule."""
+    return [_pair(r, target_json({**r["target"], missing[i % len(missing)]: None}), "dropped_value", "synthetic")
+            for i, r in enumerate(rows[:n])]
+
+
+def _interleave(a: list, b: list) -> list:
+    out = [x for pair in zip(a, b) for x in pair]
+    return out + a[len(b):] + b[len(a):]
+
+
 def write_policy_prefs(out_dir: str | Path, answer, n_train: int, n_eval: int, seed: int = 0,
                        max_requests_factor: int = 6, source: dict | None = None, sample=None,
-                       samples_per_request: int = 1) -> dict:
+                       samples_per_request: int = 1, incomplete: bool = False) -> dict:
     """Write train.jsonl / eval.jsonl of on-policy pairs and manifest.json (counts, source); return the manifest.
 
     `samples_per_request` > 1 (needs `sample`): the sampled-only mode of `sampled_pairs`, no greedy answers.
     At most `max_requests_factor` x n requests are tried per split; a policy that is right too often to fill
     a split raises with the counts (so the user can lower n or use a weaker starting point).
+    `incomplete`: half the pairs (rounded up) on requests that leave the time or the party size out
+    (`incomplete_request_splits`; chosen has null there, rejected is the policy's answer), half on complete
+    requests (`dropped_value_pairs`); the first 100 held-out incomplete requests are also written as
+    eval_requests.jsonl (the `task make-data` format) to score the behaviour with `task score`.
     """
     if samples_per_request > 1 and sample is None:
         raise TunesmithError("samples per request > 1 needs a sampling temperature > 0")
-    train_rows, eval_rows = pref_request_splits(max_requests_factor * n_train, max_requests_factor * n_eval, seed)
+    splits = incomplete_request_splits if incomplete else pref_request_splits
+    n_eval_rows = max(max_requests_factor * n_eval, 100) if incomplete else max_requests_factor * n_eval
+    train_rows, eval_rows = splits(max_requests_factor * n_train, n_eval_rows, seed)
     manifest: dict = {"source": source or {}, "seed": seed}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    complete = dict(zip(("train", "eval"), pref_request_splits(n_train, n_eval, seed))) if incomplete else {}
     for name, rows, n in (("train", train_rows, n_train), ("eval", eval_rows, n_eval)):
-        pairs, counts = sampled_pairs(sample, rows, n, samples_per_request) if samples_per_request > 1 \
-            else policy_pairs(answer, rows, n, sample=sample)
+        n_policy = n - n // 2 if incomplete else n
+        pairs, counts = sampled_pairs(sample, rows, n_policy, samples_per_request) if samples_per_request > 1 \
+            else policy_pairs(answer, rows, n_policy, sample=sample)
+        if incomplete and len(pairs) == n_policy:
+            pairs = _interleave(pairs, dropped_value_pairs(complete[name], n // 2))
+            counts = {**counts, "pairs": len(pairs), "from_synthetic": n // 2, "kinds": dict(sorted(Counter(p["rejected_kind"] for p in pairs).items()))}
         if len(pairs) < n:
             raise TunesmithError(
                 f"{name}: only {len(pairs)} of {n} wanted pairs after {counts['requests']} requests "
                 f"({counts['right']} answered right, {counts['empty']} empty); lower --n-{name} or start from a weaker adapter")
         (out / f"{name}.jsonl").write_bytes("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs).encode("utf-8"))
         manifest[name] = counts
+    if incomplete:
+        (out / "eval_requests.jsonl").write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in eval_rows[:100]).encode("utf-8"))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest

@@ -14,7 +14,7 @@ from torch import nn
 
 from tunesmith.config.schema import RunConfig
 from tunesmith.data.collate import length_grouped_order, pad_batch, plain_order
-from tunesmith.data.preference import PairExample, UnpairedExample, load_preference_set
+from tunesmith.data.preference import PairExample, UnpairedExample, load_preference_set, rejected_to_divergence
 from tunesmith.data.templates import Example
 from tunesmith.errors import SkipReport, TunesmithError
 
@@ -108,6 +108,8 @@ def load_preference_sets(cfg: RunConfig, tokenizer, kind: str, report: SkipRepor
         if len(held) >= len(train):
             raise TunesmithError(f"eval_fraction={cfg.data.eval_fraction} leaves no training rows out of {len(train)}")
         train, evals = [x for i, x in enumerate(train) if i not in held], [x for i, x in enumerate(train) if i in held]
+    if kind == "pairwise" and cfg.align.rejected_tokens == "to_divergence":
+        train, evals = [rejected_to_divergence(p) for p in train], [rejected_to_divergence(p) for p in evals]
     return train, evals
 
 
