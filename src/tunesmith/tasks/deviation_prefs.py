@@ -23,7 +23,7 @@ import torch
 from tunesmith.errors import TunesmithError
 from tunesmith.tasks.json_extract import target_json
 from tunesmith.tasks.json_prefs import classify_output, pref_request_splits
-from tunesmith.tasks.policy_prefs import RIGHT_KINDS, _pair
+from tunesmith.tasks.policy_prefs import RIGHT_KINDS, preference_row
 
 
 @torch.no_grad()
@@ -82,7 +82,7 @@ def deviation_pairs(candidates: list[list[tuple[float, str]]], rows: list[dict],
             if kind in RIGHT_KINDS:
                 counts["accepted_variants"] += 1
                 continue
-            pair = _pair(row, text, kind, "policy_deviation")
+            pair = preference_row(row, text, kind, "policy_deviation")
             pair["rejected_prob"] = round(prob, 6)
             pairs.append(pair)
             taken += 1

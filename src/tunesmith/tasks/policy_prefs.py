@@ -38,7 +38,7 @@ def greedy_answers(model, tokenizer, conversations: list[list[dict]], max_new_to
     return [r.text for r in results]
 
 
-def _pair(row: dict, rejected: str, kind: str, source: str) -> dict:
+def preference_row(row: dict, rejected: str, kind: str, source: str) -> dict:
     """One preference row: the request, its exact compact JSON (chosen) and the policy's wrong answer (rejected)."""
     return {"prompt": row["messages"][0]["content"], "chosen": target_json(row["target"]), "rejected": rejected,
             "rejected_kind": kind, "rejected_source": source, "target": row["target"]}
@@ -60,7 +60,7 @@ def policy_pairs(answer, rows: list[dict], n_pairs: int, chunk: int = 64, sample
         kind = classify_output(output, row["target"])
         if kind in RIGHT_KINDS or not output.strip():
             return False
-        pairs.append(_pair(row, output, kind, source))
+        pairs.append(preference_row(row, output, kind, source))
         counts[source] += 1
         return True
 
@@ -112,7 +112,7 @@ def sampled_pairs(sample, rows: list[dict], n_pairs: int, samples: int, chunk: i
             for output, kind in wrong[:max_per_request]:
                 if len(pairs) == n_pairs:
                     break
-                pairs.append(_pair(row, output, kind, "policy_sample"))
+                pairs.append(preference_row(row, output, kind, "policy_sample"))
         if len(pairs) == n_pairs:
             break
     kinds = Counter(p["rejected_kind"] for p in pairs)
@@ -125,7 +125,7 @@ def dropped_value_pairs(rows: list[dict], n: int, missing: tuple[str, ...] = ("t
     """Counter-pairs on complete requests: the stated value preferred to null (`rejected_kind: dropped_value`).
     Trained on incomplete requests alone, DPO learns "null is preferred" and writes null everywhere
     (notes/align-pref.md, session 6); these pairs mark the other side of the rule."""
-    return [_pair(r, target_json({**r["target"], missing[i % len(missing)]: None}), "dropped_value", "synthetic")
+    return [preference_row(r, target_json({**r["target"], missing[i % len(missing)]: None}), "dropped_value", "synthetic")
             for i, r in enumerate(rows[:n])]
 
 
