@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from tunesmith.errors import TunesmithError
-from tunesmith.tasks.json_extract import target_json
+from tunesmith.tasks.json_extract import target_json, write_jsonl
 from tunesmith.tasks.json_prefs import classify_output, pref_request_splits
 from tunesmith.tasks.policy_prefs import RIGHT_KINDS, preference_row
 
@@ -30,6 +30,7 @@ from tunesmith.tasks.policy_prefs import RIGHT_KINDS, preference_row
 def deviation_candidates(model, tokenizer, rows: list[dict], batch_size: int = 16, top: int = 4) -> list[list[tuple[float, str]]]:
     """Per row, up to `top` (probability, rejected text) candidates, likeliest first: at each answer position the
     most probable token other than the exact one, spliced into the exact answer."""
+    from tunesmith.data.collate import pad_batch
     from tunesmith.data.formats import Record
     from tunesmith.data.templates import render
     from tunesmith.training.loop import autocast_context
@@ -40,21 +41,17 @@ def deviation_candidates(model, tokenizer, rows: list[dict], batch_size: int = 1
         block = rows[start : start + batch_size]
         examples = [render(Record(messages=[r["messages"][0], {"role": "assistant", "content": target_json(r["target"])}]),
                            tokenizer, "last_assistant", 10_000, "truncate") for r in block]
-        width = max(len(e.input_ids) for e in examples)
-        ids = torch.full((len(block), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, e in enumerate(examples):
-            ids[i, : len(e.input_ids)], mask[i, : len(e.input_ids)] = torch.tensor(e.input_ids), 1
+        batch = pad_batch(examples, tokenizer.pad_token_id)
+        width = batch["input_ids"].shape[1]
         answers = [[k for k, label in enumerate(e.labels) if label != -100] for e in examples]  # answer token positions
         keep = width - min(a[0] for a in answers) + 1  # the LM head runs only where some row's answer is predicted
         with autocast_context(model):
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep).logits.float().cpu()
+            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), logits_to_keep=keep).logits.float().cpu()
         for i, (e, answer) in enumerate(zip(examples, answers)):
             probs = torch.softmax(logits[i, [k - 1 - (width - keep) for k in answer]], dim=-1)  # token k is predicted at k-1
-            gold = torch.tensor([e.input_ids[k] for k in answer])
-            probs[torch.arange(len(answer)), gold] = 0.0
-            best, alt = probs.max(dim=-1)
             tokens = [e.input_ids[k] for k in answer]
+            probs[torch.arange(len(answer)), tokens] = 0.0
+            best, alt = probs.max(dim=-1)
             cands = []
             for j in best.argsort(descending=True)[: top].tolist():
                 head = tokenizer.decode(tokens[:j]) + tokenizer.decode([int(alt[j])], skip_special_tokens=True)
@@ -116,7 +113,7 @@ def write_deviation_prefs(out_dir: str | Path, model, tokenizer, n_train: int, n
                                  f"({counts['right']} with no deviation >= {min_prob}); lower --min-prob or --n-{name}")
         counts = dict(counts)
         counts["kinds"] = dict(sorted(Counter(p["rejected_kind"] for p in pairs).items()))
-        (out / f"{name}.jsonl").write_bytes("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs).encode("utf-8"))
+        write_jsonl(out / f"{name}.jsonl", pairs)
         manifest[name] = counts
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest

@@ -174,7 +174,7 @@ def make_split(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset
     return rows
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
+def write_jsonl(path: Path, rows: list[dict]) -> None:
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     path.write_bytes(text.encode("utf-8"))
 
@@ -187,6 +187,6 @@ def write_quickstart(out_dir: str | Path, n_train: int = 1500, n_eval: int = 100
     held_out = {row["messages"][0]["content"] for row in eval_rows}
     train_rows = make_split(n_train, seed=2 * seed, exclude=held_out)
     paths = {"train": out / "train.jsonl", "eval": out / "eval.jsonl"}
-    _write_jsonl(paths["train"], train_rows)
-    _write_jsonl(paths["eval"], eval_rows)
+    write_jsonl(paths["train"], train_rows)
+    write_jsonl(paths["eval"], eval_rows)
     return paths

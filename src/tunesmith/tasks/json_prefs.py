@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from tunesmith.errors import TunesmithError
-from tunesmith.tasks.json_extract import FIELDS, MONTHS, NUMBER_WORDS, make_split, target_json
+from tunesmith.tasks.json_extract import FIELDS, MONTHS, NUMBER_WORDS, make_split, target_json, write_jsonl
 
 PREAMBLES = (
     "Here is the JSON:\n", "Sure! Here is the booking as JSON:\n\n", "Here's the extracted booking:\n",
@@ -181,7 +181,7 @@ def write_quickstart_prefs(out_dir: str | Path, n_train: int = 450, n_eval: int 
     train, evals = make_pref_splits(n_train, n_eval, seed, kinds)
     paths = {"train": out / "train.jsonl", "eval": out / "eval.jsonl"}
     for name, rows in (("train", train), ("eval", evals)):
-        paths[name].write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+        write_jsonl(paths[name], rows)
     return paths
 
 

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
-from tunesmith.tasks.json_extract import target_json
+from tunesmith.tasks.json_extract import target_json, write_jsonl
 from tunesmith.tasks.json_prefs import classify_output, incomplete_request_splits, pref_request_splits
 
 RIGHT_KINDS = ("exact", "exact_other_spacing")  # same values as the target: nothing to prefer against
@@ -167,9 +167,9 @@ def write_policy_prefs(out_dir: str | Path, answer, n_train: int, n_eval: int, s
             raise TunesmithError(
                 f"{name}: only {len(pairs)} of {n} wanted pairs after {counts['requests']} requests "
                 f"({counts['right']} answered right, {counts['empty']} empty); lower --n-{name} or start from a weaker adapter")
-        (out / f"{name}.jsonl").write_bytes("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs).encode("utf-8"))
+        write_jsonl(out / f"{name}.jsonl", pairs)
         manifest[name] = counts
     if incomplete:
-        (out / "eval_requests.jsonl").write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in eval_rows[:100]).encode("utf-8"))
+        write_jsonl(out / "eval_requests.jsonl", eval_rows[:100])
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
