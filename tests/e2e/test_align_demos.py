@@ -39,8 +39,8 @@ def test_rm_demo_config_validates_with_a_tiny_model(tmp_path, tiny_model_dir, pr
     assert "2 optimizer steps" in text  # 12 pairs / batch 8
 
 
-@pytest.mark.parametrize("config", ["dpo_demo.yaml", "dpo_sft_demo.yaml", "dpo_quickstart.yaml"])
-def test_dpo_demo_config_validates_from_an_adapter_with_precomputed_reference(config, tmp_path, tiny_model_dir, prefs, capsys):
+@pytest.mark.parametrize(("config", "steps"), [("dpo_demo.yaml", 2), ("dpo_sft_demo.yaml", 2), ("dpo_quickstart.yaml", 6)])
+def test_dpo_demo_config_validates_from_an_adapter_with_precomputed_reference(config, steps, tmp_path, tiny_model_dir, prefs, capsys):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -51,4 +51,4 @@ def test_dpo_demo_config_validates_from_an_adapter_with_precomputed_reference(co
     main(["validate", str(ROOT / "configs" / config), *overrides, "--no-time-step"])
     text = _table_text(capsys.readouterr().out)
     assert "objective dpo, reference: copy" in text  # started from an adapter: a frozen copy of it
-    assert "eval rows 6" in text and "24 rows" in text and "2 optimizer steps" in text
+    assert "eval rows 6" in text and "24 rows" in text and f"{steps} optimizer steps" in text  # 12 pairs, batch 8 (quickstart: 4, 2 epochs)

@@ -117,6 +117,7 @@ class AlignConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="assumed share of flipped preference labels (cDPO / robust DPO / SimPO)")
     sft_alpha: float = Field(0.0, ge=0, description="weight of an RPO-style length-normalised NLL term on the chosen response (DPO)")
     rejected_tokens: Literal["all", "to_divergence"] = Field("all", description="pairwise objectives: train the rejected answer on all its tokens, or only up to its first token that differs from chosen (near-identical pairs; Smaug / Step-DPO)")
+    shared_prefix: bool = Field(True, description="pairwise log-prob objectives: run each pair as one row holding the shared prompt (and common answer start) once, the rejected tail attending to it through a 4D mask; same log-probs, fewer tokens (SDPA/eager attention)")
     simpo_gamma: float = Field(0.5, ge=0, description="SimPO target reward margin gamma")
     orpo_lambda: float = Field(0.1, ge=0, description="ORPO weight of the odds-ratio term added to the chosen NLL")
     kto_desirable_weight: float = Field(1.0, gt=0, description="KTO lambda_D: weight of desirable (label true) rows")

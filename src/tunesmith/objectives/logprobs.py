@@ -18,7 +18,8 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from tunesmith.errors import TunesmithError
-from tunesmith.objectives.base import backbone_and_head, needs_full_logits
+from tunesmith.data.pair_layout import ATTN_IMPLEMENTATIONS, attention_mask_4d
+from tunesmith.objectives.base import backbone_and_head, needs_full_logits, unwrap
 
 IGNORE = -100
 CHUNK = 1024  # response positions per LM-head chunk
@@ -42,24 +43,47 @@ def chunked_token_logps(head, hidden: torch.Tensor, targets: torch.Tensor, chunk
     return torch.cat(pieces)
 
 
-def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N,) summed log-probs of the labelled tokens and (N,) how many there are, per row."""
+def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                   shared: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) summed log-probs of the labelled tokens and (N,) how many there are, per row.
+
+    `shared` (a pairwise batch's `data.pair_layout` keys): run the merged one-row-per-pair layout instead of
+    the N rows, and read each row's states back through `shared_index`; same numbers, fewer tokens.
+    """
     targets = labels[:, 1:]  # (N, T-1): token t is predicted at position t-1
     mask = targets != IGNORE
     rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[mask]  # (M,)
+    if shared is not None:
+        inputs = {"input_ids": shared["shared_input_ids"], "position_ids": shared["shared_position_ids"],
+                  "attention_mask": attention_mask_4d(shared["shared_mask"], attn_implementation(model))}
+        unmerge = shared["shared_pair"][:, None], shared["shared_index"]  # (N, 1), (N, T) -> (N, T, ...) states
+    else:
+        inputs, unmerge = {"input_ids": input_ids, "attention_mask": attention_mask}, None
     if needs_full_logits(model):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][mask]  # (M, V)
-        picked = _token_logps(torch.nn.Identity(), logits, targets[mask])  # (M,)
+        logits = model(**inputs).logits
+        logits = logits[unmerge] if unmerge is not None else logits
+        picked = _token_logps(torch.nn.Identity(), logits[:, :-1][mask], targets[mask])  # (M,)
     else:
         backbone, head = backbone_and_head(model)
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (N, T, H)
+        hidden = backbone(**inputs).last_hidden_state  # (N, T, H) or (B, W, H) merged
+        hidden = hidden[unmerge] if unmerge is not None else hidden
         picked = chunked_token_logps(head, hidden[:, :-1][mask], targets[mask])  # (M,): response positions only
     sums = torch.zeros(targets.shape[0], dtype=picked.dtype, device=picked.device).index_add(0, rows, picked)
     return sums, mask.sum(dim=1)
 
 
+def attn_implementation(model) -> str:
+    return str(getattr(unwrap(model).config, "_attn_implementation", None) or "eager")
+
+
+def shares_prefix(model, batch: dict) -> bool:
+    """The merged layout is used when the batch carries it and the model's attention takes a 4D mask."""
+    return "shared_index" in batch and attn_implementation(model) in ATTN_IMPLEMENTATIONS
+
+
 def batch_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    return sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    shared = batch if shares_prefix(model, batch) else None
+    return sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"], shared)
 
 
 def split_pairs(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +128,9 @@ class FrozenCopyReference:
 
 def _keyed_logps(model, batch: dict, input_key: str) -> torch.Tensor:
     """Log-probs of the rows under `input_key` ('input_ids', or 'kl_input_ids' for KTO's mismatched rows)."""
-    prefix = "" if input_key == "input_ids" else input_key[: -len("input_ids")]
+    if input_key == "input_ids":
+        return batch_logps(model, batch)[0]
+    prefix = input_key[: -len("input_ids")]
     return sequence_logps(model, batch[input_key], batch[prefix + "attention_mask"], batch[prefix + "labels"])[0]
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from tunesmith.config.schema import RunConfig
 from tunesmith.data.collate import length_grouped_order, pad_batch, plain_order
+from tunesmith.data.pair_layout import shared_prefix_layout
 from tunesmith.data.preference import PairExample, UnpairedExample, load_preference_set, rejected_to_divergence
 from tunesmith.data.templates import Example
 from tunesmith.errors import SkipReport, TunesmithError
@@ -41,10 +42,13 @@ class _OrderedSource:
         return len(self.order(0))
 
 
-def pairwise_batch(pairs: list[PairExample], pad_id: int, use_cached: bool = True) -> dict:
+def pairwise_batch(pairs: list[PairExample], pad_id: int, use_cached: bool = True, shared_prefix: bool = False) -> dict:
     """Chosen rows then rejected rows in one padded batch, plus `num_pairs` and per-pair `margin`; and
-    `ref_logps` (2B,) when every pair carries precomputed reference log-probs (training/ref_logps.py)."""
+    `ref_logps` (2B,) when every pair carries precomputed reference log-probs (training/ref_logps.py);
+    with `shared_prefix` also the one-row-per-pair layout (data/pair_layout.py) the log-prob forward runs."""
     batch = pad_batch([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+    if shared_prefix:
+        batch.update(shared_prefix_layout(batch["input_ids"], batch["labels"], pad_id))
     batch["num_pairs"] = len(pairs)
     batch["margin"] = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
     cached = [getattr(p, "ref_logps", None) for p in pairs] if use_cached else [None]
@@ -75,12 +79,13 @@ def unpaired_batch(rows: list[UnpairedExample], pad_id: int) -> dict:
 
 
 class PairwiseBatchSource(_OrderedSource):
-    def __init__(self, pairs: list[PairExample], batch_size: int, pad_id: int, seed: int, group_by_length: bool = True):
+    def __init__(self, pairs: list[PairExample], batch_size: int, pad_id: int, seed: int, group_by_length: bool = True,
+                 shared_prefix: bool = False):
         super().__init__([max(len(p.chosen.input_ids), len(p.rejected.input_ids)) for p in pairs], batch_size, seed, group_by_length)
-        self.pairs, self.pad_id = pairs, pad_id
+        self.pairs, self.pad_id, self.shared_prefix = pairs, pad_id, shared_prefix
 
     def batch(self, epoch: int, index: int) -> dict:
-        return pairwise_batch([self.pairs[i] for i in self.order(epoch)[index]], self.pad_id)
+        return pairwise_batch([self.pairs[i] for i in self.order(epoch)[index]], self.pad_id, shared_prefix=self.shared_prefix)
 
 
 class UnpairedBatchSource(_OrderedSource):
@@ -113,9 +118,10 @@ def load_preference_sets(cfg: RunConfig, tokenizer, kind: str, report: SkipRepor
     return train, evals
 
 
-def eval_batches(items: list, kind: str, batch_size: int, pad_id: int) -> list[dict]:
-    collate = SOURCES[kind][1]
-    return [collate(items[s : s + batch_size], pad_id) for s in range(0, len(items), batch_size)]
+def eval_batches(items: list, kind: str, batch_size: int, pad_id: int, shared_prefix: bool = False) -> list[dict]:
+    if kind == "pairwise":
+        return [pairwise_batch(items[s : s + batch_size], pad_id, shared_prefix=shared_prefix) for s in range(0, len(items), batch_size)]
+    return [unpaired_batch(items[s : s + batch_size], pad_id) for s in range(0, len(items), batch_size)]
 
 
 @torch.no_grad()

@@ -77,7 +77,7 @@ def cache_key(cfg, tokenizer, pairs: list, ref_kind: str, model_hash: str) -> di
 
 
 @torch.no_grad()
-def compute_ref_logps(ref, model, pairs: list, batch_size: int, pad_id: int) -> torch.Tensor:
+def compute_ref_logps(ref, model, pairs: list, batch_size: int, pad_id: int, shared_prefix: bool = False) -> torch.Tensor:
     """(N, 2) reference log-probs (chosen, rejected) of `pairs`, batched as training batches them."""
     from tunesmith.objectives.logprobs import split_pairs
     from tunesmith.training.loop import _to_device, autocast_context
@@ -86,7 +86,7 @@ def compute_ref_logps(ref, model, pairs: list, batch_size: int, pad_id: int) -> 
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(pairs), batch_size):
-        batch = _to_device(pairwise_batch(pairs[start : start + batch_size], pad_id, use_cached=False), device)
+        batch = _to_device(pairwise_batch(pairs[start : start + batch_size], pad_id, use_cached=False, shared_prefix=shared_prefix), device)
         with autocast_context(model):
             chosen, rejected = split_pairs(ref.logps(batch).float().cpu())
         out.append(torch.stack([chosen, rejected], dim=1))  # (b, 2)
@@ -101,7 +101,7 @@ def _cached(ref, model, cfg, tokenizer, pairs: list, model_hash: str) -> tuple[t
         stored = torch.load(path, weights_only=True)
         if stored.get("key") == key and stored["logps"].shape == (len(pairs), 2):
             return stored["logps"], path, True
-    values = compute_ref_logps(ref, model, pairs, cfg.train.batch_size, tokenizer.pad_token_id)
+    values = compute_ref_logps(ref, model, pairs, cfg.train.batch_size, tokenizer.pad_token_id, cfg.align.shared_prefix)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".tmp")
     torch.save({"key": key, "logps": values}, partial)

@@ -90,7 +90,8 @@ def build_source(kind: str, items: list, cfg: RunConfig, pad_id: int):
                               pack_to=cfg.data.max_length)
     if kind not in sources:
         raise TunesmithError(f"objective needs '{kind}' batches, which this version cannot serve yet")
-    return sources[kind](items, cfg.train.batch_size, pad_id, cfg.train.seed, cfg.train.group_by_length)
+    extra = {"shared_prefix": cfg.align.shared_prefix} if kind == "pairwise" else {}
+    return sources[kind](items, cfg.train.batch_size, pad_id, cfg.train.seed, cfg.train.group_by_length, **extra)
 
 
 def build_evaluate(kind: str, model, objective, items: list, cfg: RunConfig, pad_id: int, ref=None):
@@ -105,7 +106,7 @@ def build_evaluate(kind: str, model, objective, items: list, cfg: RunConfig, pad
     if kind == "sft":
         batches = eval_batches(items, cfg.train.batch_size, pad_id)
         return lambda: evaluate_loss(model, batches)
-    batches = preference_batches(items, kind, cfg.train.batch_size, pad_id)
+    batches = preference_batches(items, kind, cfg.train.batch_size, pad_id, cfg.align.shared_prefix)
     return lambda: evaluate_objective(model, objective, batches, ref)
 
 
