@@ -26,14 +26,19 @@ PAIRS = [
 ]
 
 
-@pytest.fixture()
-def pairs(tmp_path, tokenizer):
+def load_pairs(tmp_path, tokenizer, rows: list[dict]):
+    """Tokenised pairs of `rows`, read from a JSONL file as training reads them."""
     import json
 
     path = tmp_path / "pairs.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in PAIRS))
+    path.write_text("\n".join(json.dumps(r) for r in rows))
     resolve_template(tokenizer, "auto")
     return load_preference_examples(str(path), tokenizer, "pairwise", max_length=128)
+
+
+@pytest.fixture()
+def pairs(tmp_path, tokenizer):
+    return load_pairs(tmp_path, tokenizer, PAIRS)
 
 
 def _tiny(tiny_model_dir, lora: bool):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from tests.unit.test_objectives_pairwise import _tiny
+from tests.unit.test_objectives_pairwise import _tiny, load_pairs
 from tunesmith.data.pair_layout import shared_prefix_layout
-from tunesmith.data.preference import load_preference_examples, rejected_to_divergence
-from tunesmith.data.templates import resolve_template
+from tunesmith.data.preference import rejected_to_divergence
 from tunesmith.objectives.dpo import DPOObjective
 from tunesmith.objectives.logprobs import FrozenCopyReference, batch_logps, shares_prefix
 from tunesmith.training.pairwise import pairwise_batch
@@ -25,10 +22,7 @@ PAIRS = [  # different prompt lengths; answers that differ at once, late, or whe
 
 @pytest.fixture()
 def pairs(tmp_path, tokenizer):
-    path = tmp_path / "pairs.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in PAIRS))
-    resolve_template(tokenizer, "auto")
-    return load_preference_examples(str(path), tokenizer, "pairwise", max_length=128)
+    return load_pairs(tmp_path, tokenizer, PAIRS)
 
 
 def test_layout_holds_each_shared_prefix_once_and_maps_every_token_back(pairs):

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-IGNORE = -100
+from tunesmith.data.collate import IGNORE
+
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")  # the ones that take a custom 4D mask as is
 
 

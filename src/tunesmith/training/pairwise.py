@@ -97,7 +97,7 @@ class UnpairedBatchSource(_OrderedSource):
         return unpaired_batch([self.rows[i] for i in self.order(epoch)[index]], self.pad_id)
 
 
-SOURCES = {"pairwise": (PairwiseBatchSource, pairwise_batch), "unpaired": (UnpairedBatchSource, unpaired_batch)}
+SOURCES = {"pairwise": PairwiseBatchSource, "unpaired": UnpairedBatchSource}
 
 
 def load_preference_sets(cfg: RunConfig, tokenizer, kind: str, report: SkipReport) -> tuple[list, list]:

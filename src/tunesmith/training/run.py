@@ -84,7 +84,7 @@ def build_source(kind: str, items: list, cfg: RunConfig, pad_id: int):
     from tunesmith.training.batches import SFTBatchSource
     from tunesmith.training.pairwise import SOURCES
 
-    sources = {"sft": SFTBatchSource, **{k: v[0] for k, v in SOURCES.items()}}
+    sources = {"sft": SFTBatchSource, **SOURCES}
     if kind == "sft" and cfg.train.packing:  # same documents per step, packed into max_length rows
         return SFTBatchSource(items, cfg.train.batch_size, pad_id, cfg.train.seed, cfg.train.group_by_length,
                               pack_to=cfg.data.max_length)
