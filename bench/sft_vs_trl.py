@@ -62,9 +62,14 @@ VARIANTS: dict[str, dict] = {
     "tunesmith-bf16": {"dtype": "bf16"},
     "tunesmith-qlora": {"method": "qlora"},
     "tunesmith-precomputed-ref": {"precompute_ref_logps": True},  # DPO: reference log-probs once, before step 1
+    # full: fp32 master weights under bf16 autocast (method.mixed_precision, TRL's bf16=True); -gc: with checkpointing
+    "tunesmith-amp": {"mixed_precision": True},
+    "tunesmith-amp-gc": {"mixed_precision": True, "gradient_checkpointing": True},
+    "tunesmith-amp-gc2-lowmem": {"mixed_precision": True, "gradient_checkpointing": True, "checkpoint_every": 2,
+                                 "low_memory_malloc": True},
 }
 ALIGN_KEYS = ("precompute_ref_logps",)
-NON_TRAIN = ("dtype", "method", *ALIGN_KEYS)
+NON_TRAIN = ("dtype", "method", "mixed_precision", *ALIGN_KEYS)
 # TRL variants: SFTConfig / DPOConfig overrides. TRL 1.x defaults to bf16 autocast and gradient checkpointing;
 # on a CPU without native bf16 (AVX2 only) `trl-fp32` is the peer that does not pay for emulated bf16.
 # `-grouped`: transformers' LengthGroupedSampler (TRL's own option), which like tunesmith serves the longest batch
@@ -92,6 +97,8 @@ def variant_unavailable(name: str, job_name: str, device: str = "cpu") -> str | 
         return f"{name}: options {SFT_ONLY} apply to SFT jobs only"
     if overrides.get("precompute_ref_logps") and JOBS[job_name]["objective"] != "dpo":
         return f"{name}: precomputed reference log-probs apply to the dpo job only"
+    if overrides.get("mixed_precision") and JOBS[job_name]["method"] != "full":
+        return f"{name}: method.mixed_precision applies to the full job (adapters on a bf16 base always use autocast)"
     if overrides.get("method") == "qlora":
         if JOBS[job_name]["method"] == "full":
             return f"{name}: the full job trains every weight; qlora applies to the lora and dpo jobs"
@@ -124,7 +131,7 @@ def worker_tunesmith(args: argparse.Namespace, overrides: dict) -> dict:
              **({"dtype": overrides["dtype"]} if "dtype" in overrides else {})}
     cfg = RunConfig.model_validate({
         "model": model,
-        "method": {"kind": overrides.get("method", job["method"]),
+        "method": {"kind": overrides.get("method", job["method"]), "mixed_precision": overrides.get("mixed_precision", False),
                    "lora": {"r": JOB["r"], "alpha": JOB["alpha"], "dropout": 0.0, "targets": "all-linear"}},
         "data": {"train": [{"path": str(args.data_dir / job["data"])}], "max_length": JOB["max_length"]},
         "align": {"beta": job.get("beta", 0.1), "ref_logps_cache": str(args.work / "ref-logps"),

@@ -5,9 +5,11 @@ Reads only the model's config.json (no weights). The memory figure is the steady
 q/kv attention widths, V vocab, T tokens = batch x seq_len, L blocks, e activation element size):
 - dtypes: `base_dtype` is model.dtype: bf16, fp32 or auto (bf16 where it is native: a CUDA GPU, or a CPU with AMX
   or AVX512-BF16; fp32 elsewhere, e.g. an AVX2-only CPU, where torch emulates bf16 ~100x slower than fp32).
-  full trains every weight in fp32 without autocast whatever the base dtype; lora/qlora compute in the base
-  dtype (bf16 autocast on a bf16 base). The compute dtype sets the activation element size and the matmul rate.
-- weights: full = 4 B/param (tunesmith trains everything in fp32, so the run has no autocast); lora = base in
+  lora/qlora compute in the base dtype (bf16 autocast on a bf16 base); full trains every weight in fp32 and
+  computes in fp32, unless `mixed_precision` (`method.mixed_precision`) runs its fp32 master weights under bf16
+  autocast on a bf16 base. The compute dtype sets the activation element size and the matmul rate.
+- weights: full = 4 B/param fp32 master weights, plus with mixed precision the bf16 copies of the matmul weights
+  (blocks' linears and the LM head) that autocast casts once per step and backward keeps; lora = base in
   the base dtype (2 B bf16, 4 B fp32) + adapters fp32; qlora (bitsandbytes, as `method.kind: qlora`) = block
   linear weights in NF4 with double quantisation (~4.13 bits, Dettmers et al. 2023), the rest (embeddings / LM
   head, norms) in the compute dtype, adapters fp32, plus one transient dequantised copy of the largest linear
@@ -21,10 +23,12 @@ q/kv attention widths, V vocab, T tokens = batch x seq_len, L blocks, e activati
   (tests/unit/test_estimate.py): both RMSNorms' fp32 inputs (8h), their outputs that the next linears save
   (2eh), rotary q and k, v and the attention output (2e(q+kv)), four intermediate-wide MLP tensors (gate out,
   SiLU out, up out, their product: 4ei), SDPA's fp32 log-sum-exp (4 x heads); full adds the normalised fp32
-  inputs that the trainable norm weights multiply (8h); LoRA adds its rank-r intermediates (e r per adapter;
-  adapters reuse the input their base layer saved). e = 2 under bf16 autocast (lora/qlora on a bf16 base), 4 in
-  fp32. SmolLM2-135M: 22.5 KB per token and block for LoRA, 44.6 KB for full. With gradient checkpointing a
-  recomputed block keeps only its input (eh) and backward rebuilds one block at a time (counted on top).
+  inputs that the trainable norm weights multiply (8h), and with mixed precision its fp32 norm outputs are cast
+  and saved by each of the five linears that read them (5eh instead of 2eh); LoRA adds its rank-r
+  intermediates (e r per adapter; adapters reuse the input their base layer saved). e = 2 under bf16 autocast,
+  4 in fp32. SmolLM2-135M: 22.5 KB per token and block for LoRA, 44.6 KB for full in fp32, 30.6 KB for full
+  with mixed precision. With gradient checkpointing a recomputed block keeps only its input (eh; 4h for full, whose
+  residual stream stays fp32) and backward rebuilds one block at a time (counted on top).
 - logits: the LM head at every position in chunks of `ce_chunk_size`: while a chunk's bf16 logits and their
   fp32 copy are built, the previous chunk's fp32 logits and bf16 softmax gradient are still referenced, so
   12 B per chunk position x V (8 B when one chunk covers all; 12 B for `ce_chunk_size=0`, where backward holds
@@ -133,26 +137,32 @@ def resolve_base_dtype(base_dtype: str = "auto", device: str = "cpu") -> str:
     return dtype_name("auto", "cpu")
 
 
-def compute_dtype(method: str, base_dtype: str = "auto", device: str = "cpu") -> str:
-    """The dtype the step's matmuls run in: fp32 for full fine-tuning (fp32 master weights, no autocast) and for
-    an fp32 base; bf16 (autocast) for adapters on a bf16 base."""
-    return "fp32" if method == "full" else resolve_base_dtype(base_dtype, device)
+def compute_dtype(method: str, base_dtype: str = "auto", device: str = "cpu", mixed_precision: bool = False) -> str:
+    """The dtype the step's matmuls run in: fp32 for full fine-tuning (fp32 master weights, no autocast) unless
+    `mixed_precision`, and for an fp32 base; bf16 (autocast) for adapters, or mixed-precision full, on a bf16 base."""
+    if method == "full" and not mixed_precision:
+        return "fp32"
+    return resolve_base_dtype(base_dtype, device)
 
 
-def activation_element_bytes(method: str, base_dtype: str = "auto") -> int:
-    """Bytes per saved activation element: 2 under bf16 autocast (adapters on a bf16 base), else 4 (full: fp32)."""
-    return 2 if compute_dtype(method, base_dtype) == "bf16" else 4
+def activation_element_bytes(method: str, base_dtype: str = "auto", mixed_precision: bool = False) -> int:
+    """Bytes per saved activation element: 2 under bf16 autocast, else 4."""
+    return 2 if compute_dtype(method, base_dtype, mixed_precision=mixed_precision) == "bf16" else 4
 
 
-def activation_bytes_per_token_layer(s: Shape, method: str, r: int = 16, base_dtype: str = "auto") -> float:
+def activation_bytes_per_token_layer(s: Shape, method: str, r: int = 16, base_dtype: str = "auto",
+                                     mixed_precision: bool = False) -> float:
     """Bytes saved for backward per token per block (terms in the module docstring).
 
     Measured with torch's saved-tensor hooks on SmolLM2-shaped blocks (tests/unit/test_estimate.py): LoRA on a
-    bf16 base 22.5 KB, full (fp32) 44.6 KB per token on SmolLM2-135M.
+    bf16 base 22.5 KB, full 44.6 KB in fp32 and 30.6 KB with mixed precision per token on SmolLM2-135M.
     """
     h, i, q, kv = s.hidden, s.intermediate, s.q_dim, s.kv_dim
-    e = activation_element_bytes(method, base_dtype)
-    norms = 8 * h + 2 * e * h + (8 * h if method == "full" else 0)  # fp32 inputs, outputs; full: normalised inputs
+    e = activation_element_bytes(method, base_dtype, mixed_precision)
+    # A full model under autocast keeps fp32 norm outputs, which each consumer linear (q, k, v; gate, up) casts
+    # and saves separately: 5 bf16 copies instead of the 2 shared outputs of a bf16 base.
+    outputs = 5 if method == "full" and e == 2 else 2
+    norms = 8 * h + outputs * e * h + (8 * h if method == "full" else 0)  # fp32 inputs, outputs; full: normalised inputs
     attention = 2 * e * (q + kv) + 4 * s.heads
     adapters = e * r * len(s.linears()) if method in ("lora", "qlora") else 0
     return float(norms + attention + 4 * e * i + adapters)
@@ -209,7 +219,7 @@ class Estimate:
 
 def memory_terms(s: Shape, method: str, batch: int, seq_len: int, r: int, checkpoint_every: int,
                  ce_chunk_size: int, runtime_bytes: float, base_dtype: str = "auto", grad_accum: int = 1,
-                 allocator: float = 0.0) -> tuple[dict[str, float], int]:
+                 allocator: float = 0.0, mixed_precision: bool = False) -> tuple[dict[str, float], int]:
     """Memory breakdown in bytes at the step's peak and the trainable parameter count (`checkpoint_every`: 0 = no
     activation checkpointing, n = every n-th block recomputed in backward; `allocator`: the share of glibc's heap
     retention to add (0 none, 1 all: see heap_retention_share);
@@ -220,14 +230,16 @@ def memory_terms(s: Shape, method: str, batch: int, seq_len: int, r: int, checkp
     linear = s.layers * s.block_linear_params()
     base = 2 if base_dtype == "bf16" else 4  # lora/qlora compute dtype = base dtype
     dequantised = base * max(a * b for a, b in s.linears())  # bitsandbytes' per-matmul copy of the largest linear
-    weights = {"full": 4 * n, "lora": base * n + 4 * trainable,
+    e = activation_element_bytes(method, base_dtype, mixed_precision)
+    cast_copies = 2 * (linear + s.vocab * s.hidden) if e == 2 else 0  # full under autocast: bf16 matmul weights
+    weights = {"full": 4 * n + cast_copies, "lora": base * n + 4 * trainable,
                "qlora": NF4_BYTES * linear + base * (n - linear) + 4 * trainable + dequantised}[method]
     tokens = batch * seq_len
-    e = activation_element_bytes(method, base_dtype)
-    per_layer = activation_bytes_per_token_layer(s, method, r, base_dtype)
+    per_layer = activation_bytes_per_token_layer(s, method, r, base_dtype, mixed_precision)
     recomputed = -(-s.layers // checkpoint_every) if checkpoint_every > 0 else 0  # ceil(L / n) blocks
     kept = s.layers - recomputed
-    activations = tokens * (recomputed * e * s.hidden + kept * per_layer + (per_layer if recomputed else 0))
+    residual = 4 if method == "full" else e  # a recomputed block keeps its input: full's residual stream is fp32
+    activations = tokens * (recomputed * residual * s.hidden + kept * per_layer + (per_layer if recomputed else 0))
     logits = logits_bytes(s, tokens, ce_chunk_size)
     head_grad = 4 * s.vocab * s.hidden if method == "full" else 0  # computed in forward by the chunked CE
     blocks_grad = 4 * trainable - head_grad
@@ -278,11 +290,11 @@ def read_model_config(model: str) -> tuple[str, dict]:
 def estimate(model_config: dict, method: str, batch: int, seq_len: int, device: str = "cpu", r: int = 16,
              checkpoint_every: int = 0, ce_chunk_size: int = 1024, peak_flops: float | None = None,
              name: str = "", base_dtype: str = "auto", grad_accum: int = 1, low_memory_malloc: bool = False,
-             mmap_threshold_kib: int = 4096) -> Estimate:
+             mmap_threshold_kib: int = 4096, mixed_precision: bool = False) -> Estimate:
     """The full estimate; `peak_flops` (the matmul rate in the run's compute dtype) overrides the device table
     (for CPU it is measured when not given, in that dtype). `base_dtype`: model.dtype (auto | bf16 | fp32; full
-    always trains fp32); `low_memory_malloc` / `mmap_threshold_kib`: the train options that cut glibc's heap
-    retention on CPU."""
+    trains fp32, and computes in it unless `mixed_precision`); `low_memory_malloc` / `mmap_threshold_kib`: the
+    train options that cut glibc's heap retention on CPU."""
     from tunesmith.errors import TunesmithError
 
     if method not in METHODS:
@@ -290,12 +302,12 @@ def estimate(model_config: dict, method: str, batch: int, seq_len: int, device: 
     if device not in DEVICES:
         raise TunesmithError(f"--device: unknown device '{device}' (known: {', '.join(DEVICES)})")
     base = resolve_base_dtype(base_dtype, device)
-    compute = compute_dtype(method, base, device)
+    compute = compute_dtype(method, base, device, mixed_precision)
     spec = DEVICES[device]
     s = Shape.from_config(model_config)
     terms, trainable = memory_terms(s, method, batch, seq_len, r, checkpoint_every, ce_chunk_size, spec["runtime_bytes"],
                                     base, grad_accum, spec["allocator"] * heap_retention_share(
-                                        mmap_threshold_kib if low_memory_malloc else None))
+                                        mmap_threshold_kib if low_memory_malloc else None), mixed_precision)
     table = spec["peak_flops"] if compute == "bf16" else spec["peak_flops_fp32"]
     peak = peak_flops or table or measure_cpu_matmul_flops(compute)
     notes = []

@@ -56,6 +56,43 @@ def test_auto_without_native_bf16_loads_fp32_and_runs_without_autocast(monkeypat
     assert isinstance(autocast_context(bf16), torch.autocast)
 
 
+@pytest.mark.parametrize(("dtype", "mixed", "amp"), [("bf16", True, True), ("fp32", True, False), ("bf16", False, False)])
+def test_full_fine_tuning_keeps_fp32_masters_and_mixed_precision_is_opt_in(tiny_model_dir, dtype, mixed, amp):
+    """method full: every weight trains in fp32 and computes in fp32, even when loaded in bf16; with
+    method.mixed_precision a model loaded in bf16 runs under bf16 autocast (bf16 matmuls). The loss matches the
+    fp32 one within bf16 rounding, and the fp32 masters move."""
+    from tunesmith.config.schema import MethodConfig
+    from tunesmith.models.adapters import apply_method, compute_dtype
+
+    ids = torch.randint(3, 200, (2, 24), generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for name, method in ((dtype, MethodConfig(kind="full", mixed_precision=mixed)), ("fp32", MethodConfig(kind="full"))):
+        model = apply_method(load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype=name)), method)
+        assert {p.dtype for p in model.parameters()} == {torch.float32} and all(p.requires_grad for p in model.parameters())
+        on = amp and method.mixed_precision
+        assert compute_dtype(model) == (torch.bfloat16 if on else torch.float32)
+        context = autocast_context(model)
+        assert isinstance(context, torch.autocast if on else contextlib.nullcontext)
+        before = model.lm_head.weight.detach().clone()
+        with context:
+            out = model(input_ids=ids, labels=ids)
+            assert out.logits.dtype == (torch.bfloat16 if on else torch.float32)
+        out.loss.backward()
+        torch.optim.SGD(model.parameters(), lr=0.1).step()
+        assert model.lm_head.weight.dtype == torch.float32 and not torch.equal(model.lm_head.weight, before)
+        losses[on] = out.loss.item()
+    assert losses[amp] == pytest.approx(losses[False], rel=2e-2)
+
+
+def test_mixed_precision_is_refused_for_adapters(tiny_model_dir):
+    from tunesmith.config.schema import MethodConfig
+    from tunesmith.models.adapters import apply_method
+
+    model = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="bf16"))
+    with pytest.raises(TunesmithError, match="method.mixed_precision applies to kind full only"):
+        apply_method(model, MethodConfig(kind="lora", mixed_precision=True))
+
+
 def test_cuda_auto_needs_bf16_support(monkeypatch):
     monkeypatch.setattr(load_module.torch.cuda, "is_available", lambda: False)
     assert fast_bf16("cuda") is False

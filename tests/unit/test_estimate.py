@@ -30,7 +30,7 @@ def test_smollm2_counts_and_method_ordering():
     shape = Shape.from_config(SMOLLM2)
     assert shape.params() == 134_515_008  # SmolLM2-135M, tied embeddings
     assert shape.lora_params(16) == 4_884_480  # what peft reports for r=16 all-linear
-    full, _ = memory_terms(shape, "full", 8, 512, 16, 0, 1024, 0)
+    full, _ = memory_terms(shape, "full", 8, 512, 16, 0, 1024, 0, base_dtype="fp32")
     lora, trainable = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0, base_dtype="bf16")
     qlora, _ = memory_terms(shape, "qlora", 8, 512, 16, 0, 1024, 0, base_dtype="bf16")
     assert full["weights"] == 4 * shape.params() and full["optimizer"] == 8 * shape.params()
@@ -76,7 +76,11 @@ def _one_block_saved_bytes(bundled_path, method: str, base_dtype: str) -> tuple[
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if base_dtype == "bf16" else torch.float32,
                                              attn_implementation="sdpa")
     if method == "full":
-        model = model.float()  # as tunesmith's apply_method: fp32 master weights, no autocast
+        from tunesmith.config.schema import MethodConfig
+        from tunesmith.models.adapters import apply_method
+
+        # fp32 master weights; a bf16-loaded model runs them under autocast only with method.mixed_precision
+        model = apply_method(model, MethodConfig(kind="full", mixed_precision=base_dtype == "bf16"))
     else:
         model = get_peft_model(model, LoraConfig(r=16, target_modules="all-linear", task_type="CAUSAL_LM"))
         for p in model.parameters():
@@ -100,14 +104,15 @@ def _one_block_saved_bytes(bundled_path, method: str, base_dtype: str) -> tuple[
     return sum(saved.values()), Shape.from_config(config.to_dict()), ids.numel()
 
 
-@pytest.mark.parametrize("method,base_dtype", [("lora", "bf16"), ("lora", "fp32"), ("full", "fp32")])
+@pytest.mark.parametrize("method,base_dtype", [("lora", "bf16"), ("lora", "fp32"), ("full", "fp32"), ("full", "bf16")])
 def test_activation_estimate_tracks_measured_saved_tensors(bundled_path, method, base_dtype):
     """Saved-tensor bytes of one block vs the per-token formula: norms' fp32 inputs and saved outputs, rotary
     q/k, v, attention output and log-sum-exp, four intermediate-wide MLP tensors, LoRA's rank-r tensors."""
     from tunesmith.estimate import activation_bytes_per_token_layer
 
     measured, shape, tokens = _one_block_saved_bytes(bundled_path, method, base_dtype)
-    predicted = activation_bytes_per_token_layer(shape, method, r=16, base_dtype=base_dtype) * tokens
+    predicted = activation_bytes_per_token_layer(shape, method, r=16, base_dtype=base_dtype,
+                                                 mixed_precision=method == "full" and base_dtype == "bf16") * tokens
     assert 0.97 < predicted / measured < 1.03, (predicted, measured)
 
 
@@ -163,9 +168,13 @@ def test_peak_terms_gradients_allocator_and_dtype():
     assert lora["gradients"] == 0  # LoRA gradients appear in backward, after far larger activations are freed
     accum, _ = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0, grad_accum=4)
     assert accum["gradients"] == 4 * trainable  # earlier micro-batches' gradients stay during the next forward
-    full, n = memory_terms(shape, "full", 8, 512, 16, 0, 1024, 0)
+    full, n = memory_terms(shape, "full", 8, 512, 16, 0, 1024, 0, base_dtype="fp32")
     assert full["gradients"] == 4 * SMOLLM2["vocab_size"] * SMOLLM2["hidden_size"]  # the LM head's, from forward
     assert full["activations"] > 1.9 * lora["activations"]  # fp32 with no autocast, trainable norm weights
+    assert memory_terms(shape, "full", 8, 512, 16, 0, 1024, 0, base_dtype="bf16") == (full, n)  # fp32 compute
+    mixed, _ = memory_terms(shape, "full", 8, 512, 16, 0, 1024, 0, base_dtype="bf16", mixed_precision=True)
+    assert lora["activations"] < mixed["activations"] < 0.7 * full["activations"]
+    assert mixed["weights"] > full["weights"] == 4 * shape.params()  # + the bf16 copies autocast makes
     fp32, _ = memory_terms(shape, "lora", 8, 512, 16, 0, 1024, 0, base_dtype="fp32")
     assert fp32["weights"] == 4 * shape.params() + 4 * trainable and fp32["activations"] > 1.7 * lora["activations"]
     assert lora["allocator"] == 0
@@ -222,7 +231,8 @@ def test_auto_base_dtype_follows_native_bf16(monkeypatch, native):
                                                           ("qlora", "bf16", "bf16"), ("full", "bf16", "fp32"),
                                                           ("full", "fp32", "fp32")])
 def test_throughput_uses_the_matmul_rate_of_the_compute_dtype(monkeypatch, method, base_dtype, rate_dtype):
-    """full trains fp32 without autocast whatever the base; adapters compute in the base dtype. The CPU rate is
+    """full trains fp32 without autocast whatever the base (unless method.mixed_precision: test_cli_...); adapters
+    compute in the base dtype. The CPU rate is
     measured in that dtype; GPUs use the table's bf16 or plain-fp32 peak."""
     import tunesmith.estimate as est
 
@@ -333,6 +343,11 @@ def test_cli_prints_breakdown_and_json(capsys):
     data = json.loads(capsys.readouterr().out)
     assert (data["base_dtype"], data["compute_dtype"]) == ("bf16", "fp32")  # full trains fp32 without autocast
     assert data["peak_tflops"] == pytest.approx(DEVICES["h100"]["peak_flops_fp32"] / 1e12)
+    main(["estimate", "--method", "full", "--device", "h100", "--mixed-precision", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert (data["base_dtype"], data["compute_dtype"]) == ("bf16", "bf16")  # fp32 master weights, bf16 autocast
+    assert data["peak_tflops"] == pytest.approx(DEVICES["h100"]["peak_flops"] / 1e12)
+    assert data["memory_gib"]["weights"] == pytest.approx(6 * 134_515_008 / GIB, abs=0.01)  # + autocast's bf16 copies
     main(["estimate", "--method", "qlora", "--device", "h100"])
     out = " ".join(capsys.readouterr().out.split())
     assert "bf16 matmul (table peak)" in out and "dequantises" in out

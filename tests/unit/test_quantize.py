@@ -86,6 +86,24 @@ def test_4bit_base_computes_with_its_dequantised_weights_and_stays_near_fp32(tmp
     assert 0 < rel < 1.5 * weight_rel  # measured 0.092
 
 
+def test_eval_forward_keeps_the_4bit_layout_it_trains_on(tiny_model_dir, monkeypatch):
+    """bitsandbytes repacks a 4-bit weight in place for its CPU inference kernel on an eval, no-grad forward where the
+    CPU has AVX512-BF16; tunesmith turns that off so evaluation never changes the bytes training uses. The
+    hardware flag is forced on so the check means the same on every CI machine."""
+    from tunesmith.models.quantize import packed_state
+
+    monkeypatch.setattr(bnb.nn.modules, "has_avx512bf16", lambda: True)
+    model = load_4bit(tiny_model_dir).eval()
+    layers = quantized_linears(model)
+    assert layers and not any(m.support_avx512bf16_for_cpu for m in layers.values())
+    before = packed_state(model)
+    with torch.no_grad():
+        model(input_ids=IDS)
+    after = packed_state(model)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers.values())
+
+
 def test_qlora_trains_only_fp32_lora_and_the_report_says_4bit(tiny_model_dir):
     model = apply_method(load_4bit(tiny_model_dir), QLORA)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}

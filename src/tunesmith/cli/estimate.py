@@ -20,10 +20,11 @@ def estimate_command(
     device: str = typer.Option("cpu", "--device", help="cpu (matmul rate measured now), h100, h200, a100, rtx4090"),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0, help="activation checkpointing: 0 off, 1 every block, n every n-th"),
     ce_chunk_size: int = typer.Option(1024, "--ce-chunk-size", min=0, help="LM head chunk (train.ce_chunk_size); 0 = whole"),
-    base_dtype: str = typer.Option("auto", "--base-dtype", help="frozen base dtype (model.dtype): auto (bf16 where native: GPU, AMX or AVX512-BF16 CPU; else fp32) | bf16 | fp32; full trains fp32"),
+    base_dtype: str = typer.Option("auto", "--base-dtype", help="frozen base dtype (model.dtype): auto (bf16 where native: GPU, AMX or AVX512-BF16 CPU; else fp32) | bf16 | fp32; full trains fp32 (see --mixed-precision)"),
     grad_accum: int = typer.Option(1, "--grad-accum", min=1, help="micro-batches per step (train.grad_accum): >1 keeps gradients during forward"),
     low_memory_malloc: bool = typer.Option(False, "--low-memory-malloc", help="train.low_memory_malloc: glibc mmap threshold pinned (CPU)"),
     mmap_threshold_kib: int = typer.Option(4096, "--mmap-threshold-kib", min=64, max=32768, help="train.mmap_threshold_kib (with --low-memory-malloc)"),
+    mixed_precision: bool = typer.Option(False, "--mixed-precision", help="full: method.mixed_precision (fp32 masters under bf16 autocast on a bf16 base)"),
     as_json: bool = typer.Option(False, "--json", help="print the estimate as JSON"),
 ) -> None:
     """Peak memory (weights, gradients, optimizer, activations, logits, allocator, runtime) and expected tokens/s."""
@@ -32,7 +33,7 @@ def estimate_command(
     path, config = read_model_config(model)
     result = estimate(config, method, batch, seq_len, device, rank, checkpoint_every, ce_chunk_size, name=path,
                       base_dtype=base_dtype, grad_accum=grad_accum, low_memory_malloc=low_memory_malloc,
-                      mmap_threshold_kib=mmap_threshold_kib)
+                      mmap_threshold_kib=mmap_threshold_kib, mixed_precision=mixed_precision)
     if as_json:
         console.print_json(json.dumps(result.as_dict()))
         return

@@ -3,7 +3,11 @@ weights, or selected modules; adapter save/load; a report.
 
 Precision policy: frozen base weights keep the dtype they were loaded in (`model.dtype`, often bf16);
 every trainable parameter is fp32 (master weights), so optimizer updates are not lost to bf16 rounding.
-For "full" that means the whole model becomes fp32. For "freeze" on a bf16 base, the modules holding
+For "full" that means the whole model becomes fp32 and, by default, computes in fp32 too: every update reaches
+the forward pass. With `method.mixed_precision` a model loaded in bf16 (`model.dtype` bf16, or auto where bf16 is
+native) keeps bf16 as its compute dtype: the loop runs it under bf16 autocast (as transformers' Trainer with
+`bf16=True`), so its matmuls run at the bf16 rate but an update below a weight's bf16 step shows in the forward
+pass only when it crosses a rounding boundary. For "freeze" on a bf16 base, the modules holding
 trainable weights get hooks that cast their inputs to fp32 and their outputs back to the base dtype,
 so the model runs with or without `torch.autocast`. peft does the same casting inside LoRA layers.
 """
@@ -22,17 +26,33 @@ from tunesmith.config.schema import FreezeConfig, LoraConfig, MethodConfig
 from tunesmith.errors import TunesmithError
 
 _ADAPTER_WEIGHTS = "adapter_model.safetensors"
+COMPUTE_DTYPE_ATTR = "tunesmith_compute_dtype"  # set on fully trained models: the dtype their matmuls run in
+
+
+def compute_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype a model's matmuls run in: what `apply_method` recorded for full fine-tuning (its fp32 master
+    weights run under autocast when loaded in bf16), else bf16 when any weight is bf16, else fp32."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    recorded = getattr(inner, COMPUTE_DTYPE_ATTR, None)
+    if recorded is not None:
+        return recorded
+    return torch.bfloat16 if any(p.dtype == torch.bfloat16 for p in model.parameters()) else torch.float32
 
 
 def apply_method(model: nn.Module, method: MethodConfig) -> nn.Module:
     """Make exactly the parameters `method` asks for trainable (fp32); returns the model to train."""
+    if method.mixed_precision and method.kind != "full":
+        raise TunesmithError(f"method.mixed_precision applies to kind full only (kind here: {method.kind}); adapters "
+                             "on a bf16 base already compute in bf16")
     if method.kind == "lora":
         return _apply_lora(model, method.lora)
     if method.kind == "qlora":
         return _apply_qlora(model, method.lora)
     if method.kind == "full":
-        model.float()  # fp32 master weights for everything: the config dtype only applies to frozen weights
+        loaded = next(model.parameters()).dtype
+        model.float()  # fp32 master weights for everything
         model.requires_grad_(True)
+        setattr(model, COMPUTE_DTYPE_ATTR, loaded if method.mixed_precision else torch.float32)
         return model
     if method.kind == "freeze":
         return _apply_freeze(model, method.freeze)

@@ -164,7 +164,11 @@ def load_model(cfg: ModelConfig, qlora: QLoraConfig | None = None):
         )
     except (OSError, ValueError) as exc:
         raise TunesmithError(f"could not load model from '{path}': {exc}") from exc
-    if qlora is None and device.type != "cpu":
+    if qlora is not None:
+        from tunesmith.models.quantize import keep_weight_layout
+
+        keep_weight_layout(model)
+    elif device.type != "cpu":
         model.to(device)  # everything downstream follows the parameters' device (batches, reference, generation)
     model.config.use_cache = False
     return model

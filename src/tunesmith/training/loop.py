@@ -17,6 +17,7 @@ from rich.console import Console
 
 from tunesmith.config.schema import TrainConfig
 from tunesmith.errors import TunesmithError
+from tunesmith.models.adapters import compute_dtype
 from tunesmith.training.batches import BatchSource
 from tunesmith.training.checkpoint import TrainState
 from tunesmith.training.metrics import MetricsWriter, progress_fields, training_progress
@@ -36,12 +37,10 @@ class LoopHooks:
 
 
 def autocast_context(model) -> contextlib.AbstractContextManager:
-    """bf16 autocast when the frozen base is bf16 (AMX on CPU, tensor cores on GPU); else nothing."""
-    dtype = next(model.parameters()).dtype
-    frozen_bf16 = any(p.dtype == torch.bfloat16 for p in model.parameters() if not p.requires_grad)
-    if frozen_bf16 or dtype == torch.bfloat16:
-        device = next(model.parameters()).device.type
-        return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    """bf16 autocast when the model computes in bf16 (a bf16 base under adapters, or full fine-tuning of a model
+    loaded in bf16: fp32 master weights, bf16 matmuls); else nothing."""
+    if compute_dtype(model) == torch.bfloat16:
+        return torch.autocast(device_type=next(model.parameters()).device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -16,7 +16,16 @@ def build_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas,
+                             fused=_fusable(decay + no_decay))
+
+
+def _fusable(params: list[torch.Tensor]) -> bool:
+    """torch's fused AdamW kernel (one pass per tensor instead of ~10 elementwise ops): fp32/bf16 tensors on the
+    CPU or a CUDA GPU. On the CPU it is ~14x faster than the default per-tensor loop (135M fp32 parameters: 0.05 vs
+    0.75 s per step on 2 cores; bench/README.md), the same update to float rounding (tests/unit/test_optim.py)."""
+    return bool(params) and all(p.dtype in (torch.float32, torch.bfloat16) and p.device.type in ("cpu", "cuda")
+                                for p in params)
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str, min_ratio: float = 0.0) -> float:
