@@ -76,6 +76,8 @@ def test_variants_that_cannot_run_say_why_instead_of_crashing(bench):
     assert "full job" in sft_vs_trl.variant_unavailable("tunesmith-qlora", "full")
     assert "dpo job only" in sft_vs_trl.variant_unavailable("tunesmith-precomputed-ref", "lora")
     assert sft_vs_trl.variant_unavailable("tunesmith-precomputed-ref", "dpo") is None
+    assert "full job" in sft_vs_trl.variant_unavailable("tunesmith-amp-gc", "lora")
+    assert sft_vs_trl.variant_unavailable("tunesmith-amp-gc", "full") is None
     why = sft_vs_trl.variant_unavailable("tunesmith-qlora", "lora")
     if "qlora" not in typing.get_args(MethodConfig.model_fields["kind"].annotation):
         assert "no method.kind 'qlora'" in why
