@@ -231,7 +231,7 @@ def memory_terms(s: Shape, method: str, batch: int, seq_len: int, r: int, checkp
     base = 2 if base_dtype == "bf16" else 4  # lora/qlora compute dtype = base dtype
     dequantised = base * max(a * b for a, b in s.linears())  # bitsandbytes' per-matmul copy of the largest linear
     e = activation_element_bytes(method, base_dtype, mixed_precision)
-    cast_copies = 2 * (linear + s.vocab * s.hidden) if e == 2 else 0  # full under autocast: bf16 matmul weights
+    cast_copies = 2 * (linear + s.vocab * s.hidden) if e == 2 else 0  # autocast's bf16 copies of full's fp32 weights
     weights = {"full": 4 * n + cast_copies, "lora": base * n + 4 * trainable,
                "qlora": NF4_BYTES * linear + base * (n - linear) + 4 * trainable + dequantised}[method]
     tokens = batch * seq_len

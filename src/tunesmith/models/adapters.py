@@ -24,6 +24,7 @@ from torch import nn
 
 from tunesmith.config.schema import FreezeConfig, LoraConfig, MethodConfig
 from tunesmith.errors import TunesmithError
+from tunesmith.objectives.base import unwrap
 
 _ADAPTER_WEIGHTS = "adapter_model.safetensors"
 COMPUTE_DTYPE_ATTR = "tunesmith_compute_dtype"  # set on fully trained models: the dtype their matmuls run in
@@ -32,8 +33,7 @@ COMPUTE_DTYPE_ATTR = "tunesmith_compute_dtype"  # set on fully trained models: t
 def compute_dtype(model: nn.Module) -> torch.dtype:
     """The dtype a model's matmuls run in: what `apply_method` recorded for full fine-tuning (its fp32 master
     weights run under autocast when loaded in bf16), else bf16 when any weight is bf16, else fp32."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    recorded = getattr(inner, COMPUTE_DTYPE_ATTR, None)
+    recorded = getattr(unwrap(model), COMPUTE_DTYPE_ATTR, None)
     if recorded is not None:
         return recorded
     return torch.bfloat16 if any(p.dtype == torch.bfloat16 for p in model.parameters()) else torch.float32
