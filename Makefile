@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-all clean bench bench-data
+.PHONY: install demo test test-slow test-all clean bench bench-data bench-ceiling
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ test-all: install
 bench: install   ## tunesmith vs TRL LoRA SFT (STEPS=12 ROUNDS=1 VARIANTS=tunesmith,trl; trl-fp32 where bf16 is emulated); writes bench/results/ + bench/README.md
 	$(PIP) install -q -e ".[bench]"
 	$(PY) bench/sft_vs_trl.py
+
+bench-ceiling: install   ## compute ceiling of the bench jobs on this CPU (MEASURED="bench/results/a.json ..." to compare)
+	$(PIP) install -q -e ".[bench]"
+	$(PY) bench/ceiling.py --measured $${MEASURED:-}
 
 bench-data: install   ## tunesmith data clean vs datatrove MinHash on ROWS=100000 planted chat rows; writes bench/results/data_clean-*
 	$(PIP) install -q -e ".[bench]"

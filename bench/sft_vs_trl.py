@@ -55,6 +55,7 @@ VARIANTS: dict[str, dict] = {
     "tunesmith-lowmem": {"low_memory_malloc": True},
     "tunesmith-gc-lowmem": {"gradient_checkpointing": True, "low_memory_malloc": True},
     "tunesmith-gc2-lowmem": {"gradient_checkpointing": True, "checkpoint_every": 2, "low_memory_malloc": True},
+    "tunesmith-gc3-lowmem": {"gradient_checkpointing": True, "checkpoint_every": 3, "low_memory_malloc": True},
     "tunesmith-gc-lowmem128k": {"gradient_checkpointing": True, "low_memory_malloc": True, "mmap_threshold_kib": 128},
     "tunesmith-compile": {"compile": True},
     "tunesmith-nochunk": {"ce_chunk_size": 0},
@@ -76,6 +77,7 @@ NON_TRAIN = ("dtype", "method", "mixed_precision", *ALIGN_KEYS)
 # first, so its peak RSS is the worst case of the data rather than of the random batches a short run happens to draw.
 TRL_VARIANTS: dict[str, dict] = {"trl": {}, "trl-fp32": {"bf16": False},
                                  "trl-fp32-grouped": {"bf16": False, "train_sampling_strategy": "group_by_length"}}
+TRL_ORDERS = ("worst-at-step-2", "worst-at-step-1", "random")  # where TRL meets tunesmith's first batch (--trl-order)
 # What differs between the jobs; JOB above is shared (batch = pairs per step for dpo).
 JOBS: dict[str, dict] = {
     "lora": {"method": "lora", "objective": "sft", "lr": 2e-4, "batch": 8, "data": "alpaca.jsonl"},
@@ -114,22 +116,17 @@ def variant_unavailable(name: str, job_name: str, device: str = "cpu") -> str | 
     return None
 
 
-def worker_tunesmith(args: argparse.Namespace, overrides: dict) -> dict:
-    import tunesmith.training.loop as loop
+def tunesmith_config(args: argparse.Namespace, overrides: dict):
+    """The RunConfig a tunesmith variant runs: the job's settings plus the variant's overrides."""
     from tunesmith.config.schema import RunConfig
-    from tunesmith.training.run import run_training
 
     job = JOBS[args.job]
-    name = next((n for n, o in VARIANTS.items() if o == overrides), "tunesmith")
-    why = variant_unavailable(name, args.job, getattr(args, "device", "cpu"))
-    if why:
-        raise SystemExit(why)
     train = {"max_steps": args.steps, "batch_size": job["batch"], "seed": JOB["seed"], "lr": job["lr"],
              "warmup_ratio": 0.0, "scheduler": "linear", "save_every": 0, "keep_last": 1, "objective": job["objective"]}
     train.update({k: v for k, v in overrides.items() if k not in NON_TRAIN})
     model = {"name_or_path": args.model, "device": getattr(args, "device", "cpu"),
              **({"dtype": overrides["dtype"]} if "dtype" in overrides else {})}
-    cfg = RunConfig.model_validate({
+    return RunConfig.model_validate({
         "model": model,
         "method": {"kind": overrides.get("method", job["method"]), "mixed_precision": overrides.get("mixed_precision", False),
                    "lora": {"r": JOB["r"], "alpha": JOB["alpha"], "dropout": 0.0, "targets": "all-linear"}},
@@ -137,6 +134,17 @@ def worker_tunesmith(args: argparse.Namespace, overrides: dict) -> dict:
         "align": {"beta": job.get("beta", 0.1), "ref_logps_cache": str(args.work / "ref-logps"),
                   **{k: overrides[k] for k in ALIGN_KEYS if k in overrides}},
         "train": train, "output": {"dir": str(args.work / "tunesmith-out"), "tensorboard": False}})
+
+
+def worker_tunesmith(args: argparse.Namespace, overrides: dict) -> dict:
+    import tunesmith.training.loop as loop
+    from tunesmith.training.run import run_training
+
+    name = next((n for n, o in VARIANTS.items() if o == overrides), "tunesmith")
+    why = variant_unavailable(name, args.job, getattr(args, "device", "cpu"))
+    if why:
+        raise SystemExit(why)
+    cfg = tunesmith_config(args, overrides)
     compile_per_step: list[float] = []
     step = loop.train_step
 
@@ -178,11 +186,38 @@ def _lora():
     return LoraConfig(r=JOB["r"], lora_alpha=JOB["alpha"], target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
 
 
+def tunesmith_first_batch(args: argparse.Namespace) -> list[int]:
+    """0-based data rows of the batch tunesmith serves first (its longest: length grouping puts it at step one)."""
+    from tunesmith.objectives import build_objective
+    from tunesmith.training.run import build_source, prepare_data as tunesmith_data
+
+    cfg = tunesmith_config(args, VARIANTS["tunesmith"])
+    kind = build_objective(cfg.train.objective, cfg.align, cfg.rl).batch_kind
+    data = tunesmith_data(cfg, kind)
+    source = build_source(kind, data.train, cfg, data.tokenizer.pad_token_id)
+    first = [data.train[i] for i in source.order(0)[0]]
+    return [(item.chosen if hasattr(item, "chosen") else item).line - 1 for item in first]
+
+
+def trl_rows(path: Path, worst: list[int], at_step: int = 2, seed: int = JOB["seed"]) -> list[dict]:
+    """The job's rows for TRL's sequential sampler: a seeded shuffle (random batches, as TRL's default) with
+    `worst` (tunesmith's first batch, its longest) moved to batch `at_step`. Step 2 by default: TRL then meets
+    the data's worst case once its optimizer state exists, as it would mid-epoch, so its peak RSS is the peak
+    of a whole epoch; tunesmith serves that batch at step 1 and its later batches are shorter."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    if not worst:
+        return rows
+    rest = [i for i in range(len(rows)) if i not in set(worst)]
+    random.Random(seed).shuffle(rest)
+    cut = len(worst) * (at_step - 1)
+    return [rows[i] for i in [*rest[:cut], *worst, *rest[cut:]]]
+
+
 def _trl_sft(args: argparse.Namespace, job: dict, model, tokenizer, callbacks: list, overrides: dict):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    rows = [json.loads(line) for line in (args.data_dir / "prompt_completion.jsonl").read_text().splitlines()]
+    rows = trl_rows(args.data_dir / "prompt_completion.jsonl", *overrides.pop("_worst", ([], 2)))
     cfg = SFTConfig(**_trl_common(args, job, overrides), packing=False)
     return SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                       peft_config=_lora() if job["method"] == "lora" else None, callbacks=callbacks)
@@ -192,7 +227,7 @@ def _trl_dpo(args: argparse.Namespace, job: dict, model, tokenizer, callbacks: l
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    rows = [json.loads(line) for line in (args.data_dir / job["data"]).read_text().splitlines()]
+    rows = trl_rows(args.data_dir / job["data"], *overrides.pop("_worst", ([], 2)))
     cfg = DPOConfig(**_trl_common(args, job, overrides), beta=job["beta"])
     return DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                       peft_config=_lora(), callbacks=callbacks)
@@ -224,7 +259,14 @@ def worker_trl(args: argparse.Namespace, overrides: dict | None = None) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    trainer = TRL_JOBS[job["objective"]](args, job, model, tokenizer, [Timer()], overrides or {})
+    overrides = dict(overrides or {})
+    worst = [int(i) for i in getattr(args, "trl_worst_rows", "").split(",") if i]
+    order = getattr(args, "trl_order", "random")
+    if worst and "train_sampling_strategy" not in overrides:  # tunesmith's first batch at step 1 or 2, else random
+        overrides.update(train_sampling_strategy="sequential", _worst=(worst, 1 if order == "worst-at-step-1" else 2))
+    else:
+        order = overrides.get("train_sampling_strategy", "random")
+    trainer = TRL_JOBS[job["objective"]](args, job, model, tokenizer, [Timer()], overrides)
     collate = trainer.data_collator
 
     def counting(examples):
@@ -238,7 +280,8 @@ def worker_trl(args: argparse.Namespace, overrides: dict | None = None) -> dict:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     out = _summarise(times, tokens[: len(times)], losses, args.warmup)
     out["wall_s"] = time.perf_counter() - started
-    out["trl_settings"] = {"bf16": trainer.args.bf16, "gradient_checkpointing": trainer.args.gradient_checkpointing}
+    out["trl_settings"] = {"bf16": trainer.args.bf16, "gradient_checkpointing": trainer.args.gradient_checkpointing,
+                           "order": order}
     if cuda:
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -319,6 +362,10 @@ def main() -> None:
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the table in bench/README.md")
     parser.add_argument("--label", default=os.environ.get("BENCH_LABEL", ""),
                         help="appended to the results file name, so a second run of the day keeps the first one's file")
+    parser.add_argument("--trl-order", choices=TRL_ORDERS, default=TRL_ORDERS[0],
+                        help="TRL's batches: random, with tunesmith's first (longest) batch at step 2 (default: TRL's "
+                             "peak is then its epoch's worst case) or step 1, or TRL's own random sampler")
+    parser.add_argument("--trl-worst-rows", default="", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -344,7 +391,9 @@ def main() -> None:
     args.work = args.work or Path(tempfile.mkdtemp(prefix="tunesmith-bench-"))
     args.data_dir = args.data_dir or args.work / "data"
     rows = prepare_data(args.data_dir)
-    flags = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--model", args.model, "--data-dir", str(args.data_dir),
+    worst = tunesmith_first_batch(args) if args.trl_order != "random" else []
+    flags = ["--trl-order", args.trl_order, "--trl-worst-rows", ",".join(map(str, worst)),
+             "--steps", str(args.steps), "--warmup", str(args.warmup), "--model", args.model, "--data-dir", str(args.data_dir),
              "--work", str(args.work), "--job", args.job, "--device", args.device]
     runs = [{"impl": n, "error": why, "refused": True, "load_before": os.getloadavg()[0]} for n, why in refused.items()]
     runnable = [n for n in names if n not in refused]
@@ -361,7 +410,8 @@ def main() -> None:
     record = {"date": dt.date.today().isoformat(), "machine": info, "job_name": args.job, "device": args.device,
               "tag": tag, "model": args.model, "model_label": model_tag or "smollm2-135m-instruct",
               "job": {**JOB, **JOBS[args.job], "rows": rows, "lora_dropout": 0.0}, "steps": args.steps, "warmup": args.warmup,
-              "rounds": args.rounds, "variants": {n: VARIANTS.get(n, TRL_VARIANTS.get(n)) for n in names}, "baseline": baseline,
+              "rounds": args.rounds, "trl_order": args.trl_order, "trl_worst_rows": worst,
+              "variants": {n: VARIANTS.get(n, TRL_VARIANTS.get(n)) for n in names}, "baseline": baseline,
               "load_before": [round(r["load_before"], 2) for r in runs if not r.get("refused")], "runs": runs,
               "summary": summarise(runs, baseline)}
     record["estimate_check"] = check_estimate(args, runs, JOB, JOBS, VARIANTS)

@@ -262,21 +262,27 @@ def measure_cpu_matmul_flops(dtype: str = "fp32", size: int | None = None, secon
     """Sustained FLOP/s of this CPU's linear layers in `dtype` ('bf16' or 'fp32'; all threads torch uses), timed
     with `F.linear` as nn.Linear runs it (on an AVX2-only EPYC bf16 `F.linear` ran at ~9 GFLOP/s, fp32 at ~77 per
     core, a bf16 `a @ b` at ~1). Where bf16 is emulated a smaller matrix keeps the measurement near `seconds`."""
-    import torch
-    import torch.nn.functional as F
-
     from tunesmith.models.load import DTYPES, fast_bf16
 
     if size is None:
         size = 1024 if dtype == "fp32" or fast_bf16("cpu") else 512
-    x = torch.randn(size, size, dtype=DTYPES[dtype])
-    w = torch.randn(size, size, dtype=DTYPES[dtype])
+    flops, elapsed = time_linear(size, size, size, DTYPES[dtype], seconds)
+    return flops / elapsed
+
+
+def time_linear(rows: int, fan_in: int, fan_out: int, dtype, seconds: float) -> tuple[float, float]:
+    """(FLOPs done, seconds taken) by repeated `F.linear` of a (rows, fan_in) input and a (fan_out, fan_in) weight
+    for at least `seconds`, after one untimed call."""
+    import torch
+    import torch.nn.functional as F
+
+    x, w = torch.randn(rows, fan_in, dtype=dtype), torch.randn(fan_out, fan_in, dtype=dtype)
     F.linear(x, w)
     runs, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds or runs == 0:
         F.linear(x, w)
         runs += 1
-    return 2 * size**3 * runs / (time.perf_counter() - start)
+    return 2.0 * rows * fan_in * fan_out * runs, time.perf_counter() - start
 
 
 def read_model_config(model: str) -> tuple[str, dict]:

@@ -161,3 +161,49 @@ def test_random_llama_preset_is_built_once_and_loads_in_both(bench, bundled_path
                                                                               "num_hidden_layers": 1})
     with pytest.raises(SystemExit, match="neither a preset"):
         _models.config_fields(str(tmp_path / "missing.json"))
+
+
+def test_trl_rows_put_tunesmiths_first_batch_at_step_two_among_shuffled_rows(bench, tmp_path):
+    """TRL (sequential sampler) meets the batch tunesmith serves first at step 2 (its optimizer state then exists,
+    as mid-epoch) or step 1, so both peaks measure the same worst case; every other row comes once, shuffled."""
+    import json
+
+    sft_vs_trl, _ = bench
+    path = tmp_path / "rows.jsonl"
+    rows = [{"i": i} for i in range(12)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert sft_vs_trl.trl_rows(path, []) == rows  # --trl-order random: the file as it is
+    worst = [{"i": 7}, {"i": 2}, {"i": 9}]
+    ordered = sft_vs_trl.trl_rows(path, [7, 2, 9], 2, seed=0)
+    assert ordered[3:6] == worst and {r["i"] for r in ordered[:3]}.isdisjoint({7, 2, 9})
+    assert sft_vs_trl.trl_rows(path, [7, 2, 9], 1)[:3] == worst
+    assert sorted(r["i"] for r in ordered) == list(range(12))
+    assert ordered == sft_vs_trl.trl_rows(path, [7, 2, 9], 2, seed=0) != sft_vs_trl.trl_rows(path, [7, 2, 9], seed=1)
+    others = [r["i"] for r in ordered if r not in worst]
+    assert others != sorted(others)  # shuffled, not in file order
+
+
+def test_ceiling_counts_the_least_work_of_each_job(bench):
+    """bench/ceiling.py on a hand-sized model: LoRA = forward + input grads (+ adapters x3), full = 3 passes,
+    DPO = LoRA policy + reference forward on the pair's merged row (shared prompt once), heads at supervised
+    positions only; numbers worked out by hand in the comments."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import ceiling
+    finally:
+        sys.path.remove(str(BENCH))
+    from tunesmith.data.preference import PairExample
+    from tunesmith.data.templates import Example
+    from tunesmith.estimate import Shape
+
+    shape = Shape(vocab=10, hidden=4, layers=1, intermediate=8, q_dim=4, kv_dim=4, tied=True, heads=1)
+    # per token: linear forward 2*160 = 320, LoRA r=2 forward 2*136 = 272; head 2*10*4 = 80; attention pair 16
+    row = Example([1, 2, 3, 4, 5], [-100, -100, 3, 4, 5], "x.jsonl", 1, False)  # 3 supervised, 15 causal pairs
+    lora = ceiling.job_work([row], shape, {"objective": "sft", "method": "lora"}, r=2)
+    assert lora["real_tokens"] == 5 and lora["flops"] == 5 * (2 * 320 + 3 * 272) + 3 * 2 * 80 + 15 * 3 * 16
+    full = ceiling.job_work([row], shape, {"objective": "sft", "method": "full"}, r=2)
+    assert full["flops"] == 5 * 3 * 320 + 3 * 3 * 80 + 15 * 3 * 16
+    rejected = Example([1, 2, 7, 8], [-100, -100, 7, 8], "x.jsonl", 1, False)  # shares 2 tokens, 2-token tail
+    dpo = ceiling.job_work([PairExample(row, rejected, prompt_len=2)], shape, {"objective": "dpo", "method": "lora"}, r=2)
+    # merged row 5 + 2 = 7 tokens; attention 15 + 2*2 + 3 = 22 pairs; 3 + 2 supervised
+    assert dpo["real_tokens"] == 9 and dpo["flops"] == 7 * (3 * 320 + 3 * 272) + 5 * 3 * 80 + 22 * 4 * 16
