@@ -207,7 +207,8 @@ def trl_rows(path: Path, worst: list[int], at_step: int = 2, seed: int = JOB["se
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     if not worst:
         return rows
-    rest = [i for i in range(len(rows)) if i not in set(worst)]
+    chosen = set(worst)
+    rest = [i for i in range(len(rows)) if i not in chosen]
     random.Random(seed).shuffle(rest)
     cut = len(worst) * (at_step - 1)
     return [rows[i] for i in [*rest[:cut], *worst, *rest[cut:]]]
