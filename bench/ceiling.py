@@ -50,6 +50,10 @@ def _causal_pairs(n: int) -> int:
 
 def job_work(items: list, shape, job: dict, r: int) -> dict:
     """Real tokens and least FLOPs of one epoch of the job's rows (SFT examples or preference pairs)."""
+    import torch
+
+    from tunesmith.data.pair_layout import common_prefix
+
     linear = 2 * shape.layers * shape.block_linear_params()  # forward FLOPs per token
     adapter = 2 * shape.lora_params(r)
     head = 2 * shape.vocab * shape.hidden  # forward FLOPs per supervised position
@@ -58,8 +62,7 @@ def job_work(items: list, shape, job: dict, r: int) -> dict:
     for item in items:
         if job["objective"] == "dpo":
             c, rej = item.chosen, item.rejected
-            shared = next((i for i, (a, b) in enumerate(zip(c.input_ids, rej.input_ids)) if a != b),
-                          min(len(c.input_ids), len(rej.input_ids)))
+            shared = common_prefix(torch.tensor(c.input_ids), torch.tensor(rej.input_ids))
             tail = len(rej.input_ids) - shared
             computed = len(c.input_ids) + tail
             pairs = _causal_pairs(len(c.input_ids)) + tail * shared + _causal_pairs(tail)
@@ -101,8 +104,6 @@ def main() -> None:
     args = parser.parse_args()
     from tunesmith.estimate import Shape, read_model_config
     from tunesmith.models.load import BUNDLED_ALIAS, dtype_name
-    from tunesmith.objectives import build_objective
-    from tunesmith.training.run import prepare_data
 
     model_path, config = read_model_config(BUNDLED_ALIAS)
     shape = Shape.from_config(config)
@@ -115,9 +116,7 @@ def main() -> None:
     jobs = {}
     for name, job in bench.JOBS.items():
         ns = argparse.Namespace(job=name, steps=1, model=model_path, data_dir=data_dir, work=data_dir, device="cpu")
-        cfg = bench.tunesmith_config(ns, bench.VARIANTS["tunesmith"])
-        kind = build_objective(cfg.train.objective, cfg.align, cfg.rl).batch_kind
-        work = job_work(prepare_data(cfg, kind).train, shape, job, bench.JOB["r"])
+        work = job_work(bench.tunesmith_data(ns)[2].train, shape, job, bench.JOB["r"])
         ceiling = rate / work["flops_per_real_token"]
         jobs[name] = {**work, "ceiling_tokens_per_s": round(ceiling, 1)}
         if name in measured:

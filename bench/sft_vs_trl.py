@@ -186,14 +186,21 @@ def _lora():
     return LoraConfig(r=JOB["r"], lora_alpha=JOB["alpha"], target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
 
 
-def tunesmith_first_batch(args: argparse.Namespace) -> list[int]:
-    """0-based data rows of the batch tunesmith serves first (its longest: length grouping puts it at step one)."""
+def tunesmith_data(args: argparse.Namespace):
+    """The default variant's config, its objective's batch kind and the prepared data (tokenised as in a run)."""
     from tunesmith.objectives import build_objective
-    from tunesmith.training.run import build_source, prepare_data as tunesmith_data
+    from tunesmith.training.run import prepare_data as prepare
 
     cfg = tunesmith_config(args, VARIANTS["tunesmith"])
     kind = build_objective(cfg.train.objective, cfg.align, cfg.rl).batch_kind
-    data = tunesmith_data(cfg, kind)
+    return cfg, kind, prepare(cfg, kind)
+
+
+def tunesmith_first_batch(args: argparse.Namespace) -> list[int]:
+    """0-based data rows of the batch tunesmith serves first (its longest: length grouping puts it at step one)."""
+    from tunesmith.training.run import build_source
+
+    cfg, kind, data = tunesmith_data(args)
     source = build_source(kind, data.train, cfg, data.tokenizer.pad_token_id)
     first = [data.train[i] for i in source.order(0)[0]]
     return [(item.chosen if hasattr(item, "chosen") else item).line - 1 for item in first]
@@ -214,21 +221,21 @@ def trl_rows(path: Path, worst: list[int], at_step: int = 2, seed: int = JOB["se
     return [rows[i] for i in [*rest[:cut], *worst, *rest[cut:]]]
 
 
-def _trl_sft(args: argparse.Namespace, job: dict, model, tokenizer, callbacks: list, overrides: dict):
+def _trl_sft(args: argparse.Namespace, job: dict, model, tokenizer, callbacks: list, overrides: dict, worst: tuple):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    rows = trl_rows(args.data_dir / "prompt_completion.jsonl", *overrides.pop("_worst", ([], 2)))
+    rows = trl_rows(args.data_dir / "prompt_completion.jsonl", *worst)
     cfg = SFTConfig(**_trl_common(args, job, overrides), packing=False)
     return SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                       peft_config=_lora() if job["method"] == "lora" else None, callbacks=callbacks)
 
 
-def _trl_dpo(args: argparse.Namespace, job: dict, model, tokenizer, callbacks: list, overrides: dict):
+def _trl_dpo(args: argparse.Namespace, job: dict, model, tokenizer, callbacks: list, overrides: dict, worst: tuple):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    rows = trl_rows(args.data_dir / job["data"], *overrides.pop("_worst", ([], 2)))
+    rows = trl_rows(args.data_dir / job["data"], *worst)
     cfg = DPOConfig(**_trl_common(args, job, overrides), beta=job["beta"])
     return DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                       peft_config=_lora(), callbacks=callbacks)
@@ -261,13 +268,14 @@ def worker_trl(args: argparse.Namespace, overrides: dict | None = None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     overrides = dict(overrides or {})
-    worst = [int(i) for i in getattr(args, "trl_worst_rows", "").split(",") if i]
+    rows = [int(i) for i in getattr(args, "trl_worst_rows", "").split(",") if i]
     order = getattr(args, "trl_order", "random")
-    if worst and "train_sampling_strategy" not in overrides:  # tunesmith's first batch at step 1 or 2, else random
-        overrides.update(train_sampling_strategy="sequential", _worst=(worst, 1 if order == "worst-at-step-1" else 2))
+    if rows and "train_sampling_strategy" not in overrides:  # tunesmith's first batch at step 1 or 2 of random ones
+        overrides["train_sampling_strategy"] = "sequential"
     else:
-        order = overrides.get("train_sampling_strategy", "random")
-    trainer = TRL_JOBS[job["objective"]](args, job, model, tokenizer, [Timer()], overrides)
+        rows, order = [], overrides.get("train_sampling_strategy", "random")
+    worst = (rows, 1 if order == "worst-at-step-1" else 2)
+    trainer = TRL_JOBS[job["objective"]](args, job, model, tokenizer, [Timer()], overrides, worst)
     collate = trainer.data_collator
 
     def counting(examples):
@@ -392,12 +400,14 @@ def main() -> None:
     args.work = args.work or Path(tempfile.mkdtemp(prefix="tunesmith-bench-"))
     args.data_dir = args.data_dir or args.work / "data"
     rows = prepare_data(args.data_dir)
-    worst = tunesmith_first_batch(args) if args.trl_order != "random" else []
+    runnable = [n for n in names if n not in refused]
+    # tunesmith's first batch, for the TRL runs that do not bring their own sampler
+    reorder = any(n in TRL_VARIANTS and "train_sampling_strategy" not in TRL_VARIANTS[n] for n in runnable)
+    worst = tunesmith_first_batch(args) if args.trl_order != "random" and reorder else []
     flags = ["--trl-order", args.trl_order, "--trl-worst-rows", ",".join(map(str, worst)),
              "--steps", str(args.steps), "--warmup", str(args.warmup), "--model", args.model, "--data-dir", str(args.data_dir),
              "--work", str(args.work), "--job", args.job, "--device", args.device]
     runs = [{"impl": n, "error": why, "refused": True, "load_before": os.getloadavg()[0]} for n, why in refused.items()]
-    runnable = [n for n in names if n not in refused]
     for round_ in range(args.rounds):
         for name in runnable if round_ % 2 == 0 else runnable[::-1]:  # alternate who goes first
             print(f"round {round_ + 1}/{args.rounds}: {name} ...", file=sys.stderr, flush=True)

@@ -29,7 +29,8 @@ def _needed_len(labels: torch.Tensor) -> int:
     return int(labelled[-1]) if len(labelled) else 0
 
 
-def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+def common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many leading tokens two rows share."""
     m = min(len(a), len(b))
     differ = (a[:m] != b[:m]).nonzero()
     return int(differ[0]) if len(differ) else m
@@ -49,7 +50,7 @@ def shared_prefix_layout(input_ids: torch.Tensor, labels: torch.Tensor, pad_id: 
     for b in range(pairs):
         chosen, rejected = input_ids[b], input_ids[pairs + b]
         len_c, len_r = _needed_len(labels[b]), _needed_len(labels[pairs + b])
-        shared = min(_common_prefix(chosen[:len_c], rejected[:len_r]), len_c, len_r)
+        shared = min(common_prefix(chosen[:len_c], rejected[:len_r]), len_c, len_r)
         tail = len_r - shared
         merged.append(torch.cat([chosen[:len_c], rejected[shared:len_r]]))
         index[b, :len_c] = torch.arange(len_c)
