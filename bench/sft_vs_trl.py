@@ -63,6 +63,7 @@ VARIANTS: dict[str, dict] = {
     "tunesmith-bf16": {"dtype": "bf16"},
     "tunesmith-qlora": {"method": "qlora"},
     "tunesmith-precomputed-ref": {"precompute_ref_logps": True},  # DPO: reference log-probs once, before step 1
+    "tunesmith-peft-lora": {"fused_lora": False},  # peft's own LoRA forward instead of models/fused_lora.py
     # full: fp32 master weights under bf16 autocast (method.mixed_precision, TRL's bf16=True); -gc: with checkpointing
     "tunesmith-amp": {"mixed_precision": True},
     "tunesmith-amp-gc": {"mixed_precision": True, "gradient_checkpointing": True},
@@ -70,7 +71,7 @@ VARIANTS: dict[str, dict] = {
                                  "low_memory_malloc": True},
 }
 ALIGN_KEYS = ("precompute_ref_logps",)
-NON_TRAIN = ("dtype", "method", "mixed_precision", *ALIGN_KEYS)
+NON_TRAIN = ("dtype", "method", "mixed_precision", "fused_lora", *ALIGN_KEYS)
 # TRL variants: SFTConfig / DPOConfig overrides. TRL 1.x defaults to bf16 autocast and gradient checkpointing;
 # on a CPU without native bf16 (AVX2 only) `trl-fp32` is the peer that does not pay for emulated bf16.
 # `-grouped`: transformers' LengthGroupedSampler (TRL's own option), which like tunesmith serves the longest batch
@@ -129,7 +130,8 @@ def tunesmith_config(args: argparse.Namespace, overrides: dict):
     return RunConfig.model_validate({
         "model": model,
         "method": {"kind": overrides.get("method", job["method"]), "mixed_precision": overrides.get("mixed_precision", False),
-                   "lora": {"r": JOB["r"], "alpha": JOB["alpha"], "dropout": 0.0, "targets": "all-linear"}},
+                   "lora": {"r": JOB["r"], "alpha": JOB["alpha"], "dropout": 0.0, "targets": "all-linear",
+                            "fused": overrides.get("fused_lora", True)}},
         "data": {"train": [{"path": str(args.data_dir / job["data"])}], "max_length": JOB["max_length"]},
         "align": {"beta": job.get("beta", 0.1), "ref_logps_cache": str(args.work / "ref-logps"),
                   **{k: overrides[k] for k in ALIGN_KEYS if k in overrides}},

@@ -29,10 +29,11 @@ q/kv attention widths, V vocab, T tokens = batch x seq_len, L blocks, e activati
   4 in fp32. SmolLM2-135M: 22.5 KB per token and block for LoRA, 44.6 KB for full in fp32, 30.6 KB for full
   with mixed precision. With gradient checkpointing a recomputed block keeps only its input (eh; 4h for full, whose
   residual stream stays fp32) and backward rebuilds one block at a time (counted on top).
-- logits: the LM head at every position in chunks of `ce_chunk_size`: while a chunk's bf16 logits and their
-  fp32 copy are built, the previous chunk's fp32 logits and bf16 softmax gradient are still referenced, so
-  12 B per chunk position x V (8 B when one chunk covers all; 12 B for `ce_chunk_size=0`, where backward holds
-  the saved log-probs, their gradient and its input gradient); plus the hidden states and dL/dh (2 x 2h per token).
+- logits: the LM head at every position in chunks of `ce_chunk_size`, in two buffers reused chunk after chunk
+  (objectives/sft.py CEWorkspace): the chunk's logits in the compute dtype and their fp32 copy, in which the
+  softmax is built in place, so 6 B per chunk position x V under bf16 (4 B in fp32, where one buffer serves; 12 B
+  for `ce_chunk_size=0`, where backward holds the saved log-probs, their gradient and its input gradient); plus
+  the hidden states and dL/dh (2 x 2h per token).
 - allocator: CPU only. glibc's malloc serves the per-block tensors (< 32 MiB) from its heap and keeps the holes
   that a block's freed temporaries leave between the tensors that stay alive; the next block cannot reuse all
   of them, so the heap grows beyond the live tensors. Measured on SmolLM2-135M (RSS minus live tensor bytes
@@ -81,7 +82,7 @@ DEVICES: dict[str, dict[str, float]] = {
     "rtx4090": {"peak_flops": 165e12, "peak_flops_fp32": 82.6e12, "efficiency": 0.30, "runtime_bytes": 0.5 * GIB, "allocator": 0.0},
 }
 NF4_BYTES = 4.127 / 8  # 4-bit NormalFloat + double-quantised absmax scales
-CE_BYTES_MULTI, CE_BYTES_SINGLE = 12, 8  # bytes per (position x vocab) entry alive in the LM head chunk loop
+CE_BYTES_UNCHUNKED = 12  # bytes per (position x vocab) entry of the plain LM head + cross-entropy
 
 
 @dataclass
@@ -189,11 +190,13 @@ def heap_retention_share(mmap_threshold_kib: int | None) -> float:
     return min(1.0, max(0.0, (mmap_threshold_kib / 1024 - 2) / 30) ** 0.5)
 
 
-def logits_bytes(s: Shape, tokens: int, ce_chunk_size: int) -> float:
-    """The LM head's transient at the peak: chunk logits (see CE_BYTES_*) plus hidden states and dL/dh."""
-    chunk = min(tokens, ce_chunk_size) if ce_chunk_size > 0 else tokens
-    per_entry = CE_BYTES_MULTI if ce_chunk_size <= 0 or tokens > ce_chunk_size else CE_BYTES_SINGLE
-    return float(chunk * s.vocab * per_entry + tokens * s.hidden * 2 * 2)
+def logits_bytes(s: Shape, tokens: int, ce_chunk_size: int, compute_bytes: int = 2) -> float:
+    """The LM head's transient at the peak: chunk logits (compute-dtype and fp32 buffers, or the unchunked
+    CE_BYTES_UNCHUNKED) plus hidden states and dL/dh."""
+    if ce_chunk_size <= 0:
+        return float(tokens * s.vocab * CE_BYTES_UNCHUNKED + tokens * s.hidden * 2 * 2)
+    per_entry = 4 if compute_bytes == 4 else compute_bytes + 4
+    return float(min(tokens, ce_chunk_size) * s.vocab * per_entry + tokens * s.hidden * 2 * 2)
 
 
 @dataclass
@@ -240,7 +243,7 @@ def memory_terms(s: Shape, method: str, batch: int, seq_len: int, r: int, checkp
     kept = s.layers - recomputed
     residual = 4 if method == "full" else e  # a recomputed block keeps its input: full's residual stream is fp32
     activations = tokens * (recomputed * residual * s.hidden + kept * per_layer + (per_layer if recomputed else 0))
-    logits = logits_bytes(s, tokens, ce_chunk_size)
+    logits = logits_bytes(s, tokens, ce_chunk_size, e)
     head_grad = 4 * s.vocab * s.hidden if method == "full" else 0  # computed in forward by the chunked CE
     blocks_grad = 4 * trainable - head_grad
     gradients = head_grad + (blocks_grad if grad_accum > 1 else max(0.0, blocks_grad - activations - logits))

@@ -137,8 +137,8 @@ def _peak_live_bytes(fn) -> int:
 
 @pytest.mark.parametrize("positions,chunk", [(600, 200), (150, 200), (300, 0)])
 def test_logits_term_tracks_the_lm_head_peak(positions, chunk):
-    """12 B per chunk position x vocab while chunks follow each other (8 B for a single chunk; 12 B for the
-    unchunked path, whose backward holds log-probs, their gradient and its input gradient)."""
+    """6 B per chunk position x vocab under bf16, one chunk or several (the two reused CEWorkspace buffers; 12 B
+    for the unchunked path, whose backward holds log-probs, their gradient and its input gradient)."""
     import torch.nn.functional as F
 
     from tunesmith.estimate import logits_bytes

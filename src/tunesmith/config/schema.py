@@ -32,6 +32,7 @@ class LoraConfig(Section):
     targets: str | list[str] = Field("all-linear", description="module names to adapt, or 'all-linear'")
     rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
     dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
+    fused: bool = Field(True, description="training: adapter matmul, scaling and residual add as one addmm (models/fused_lora.py); false = peft's forward")
 
 
 class FreezeConfig(Section):

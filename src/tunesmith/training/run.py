@@ -71,12 +71,14 @@ def build_model(cfg: RunConfig):
     """Base model with the method applied (LoRA / QLoRA / full / freeze), or continuing from a saved adapter
     (with kind qlora on the 4-bit base: the adapter's LoRA weights train on top of it as in a fresh qlora run)."""
     from tunesmith.models.adapters import apply_method, load_adapter
+    from tunesmith.models.fused_lora import fuse_lora_layers
     from tunesmith.models.load import load_model
 
     model = load_model(cfg.model, cfg.method.qlora if cfg.method.kind == "qlora" else None)
-    if cfg.model.adapter:
-        return load_adapter(model, cfg.model.adapter, trainable=True)
-    return apply_method(model, cfg.method)
+    model = load_adapter(model, cfg.model.adapter, trainable=True) if cfg.model.adapter else apply_method(model, cfg.method)
+    if cfg.method.lora.fused:
+        fuse_lora_layers(model)
+    return model
 
 
 def build_source(kind: str, items: list, cfg: RunConfig, pad_id: int):
