@@ -71,3 +71,21 @@ def test_supervised_ce_chunked_equals_unchunked_on_tiny_model(tiny_model_dir):
     reference = F.cross_entropy(model(input_ids=ids).logits[:, :-1].reshape(-1, model.config.vocab_size),
                                 labels[:, 1:].reshape(-1), reduction="sum")
     assert torch.allclose(a, reference, rtol=1e-5)
+
+
+def test_workspace_reused_across_calls_and_after_inference_mode():
+    from tunesmith.objectives.sft import CEWorkspace
+
+    head, h, y = _case(seed=3, n=20)
+    plain = F.cross_entropy(head(h).float(), y, reduction="sum")
+    ws = CEWorkspace()
+    with torch.inference_mode():  # an evaluation pass leaves inference tensors in the workspace
+        first = chunked_ce_sum(h.detach(), head, y, 8, ws)
+    buffer = ws.low
+    again = chunked_ce_sum(h, head, y, 8, ws)  # training afterwards: fresh buffers, then reused
+    (g,) = torch.autograd.grad(again, (h,))
+    assert ws.low is not buffer and not ws.low.is_inference()
+    reused = ws.low
+    assert torch.allclose(chunked_ce_sum(h, head, y, 8, ws), plain, atol=1e-5) and ws.low is reused
+    assert torch.allclose(first, plain, atol=1e-5) and torch.allclose(again, plain, atol=1e-5)
+    assert torch.allclose(g, torch.autograd.grad(plain, (h,))[0], atol=1e-5)

@@ -69,11 +69,13 @@ def test_sequence_logps_equal_full_softmax_sum_over_response(tiny_model_dir, pai
     assert counts.tolist() == expected and all(c > 1 for c in expected)
 
 
-def test_chunked_logps_equal_one_piece_values_and_gradients(tiny_model_dir, pairs, monkeypatch):
-    """The LM head runs in checkpointed chunks: same log-probs and same gradients as one piece."""
+@pytest.mark.parametrize("lora", [False, True])
+def test_chunked_logps_equal_one_piece_values_and_gradients(tiny_model_dir, pairs, monkeypatch, lora):
+    """The LM head runs in chunks (trainable head: checkpointed; frozen head under LoRA: gradients computed in
+    forward, scaled per token in backward): same log-probs and same gradients as one piece."""
     from tunesmith.objectives import logprobs
 
-    model = _tiny(tiny_model_dir, lora=False)
+    model = _tiny(tiny_model_dir, lora=lora)
     batch = pairwise_batch(pairs, pad_id=2)
     weights = torch.linspace(-1.0, 2.0, batch["input_ids"].shape[0])  # row-dependent upstream gradient, as in DPO
     results = []

@@ -1,8 +1,9 @@
 """Sequence log-probabilities and the reference model, shared by the preference objectives.
 
 logp(y|x) = sum over response tokens (labels != -100) of log p(y_t | x, y_<t)  (ALGORITHMS.md: sums, not means).
-The LM head and the log-softmax run only at response positions, in chunks of CHUNK positions whose logits are
-recomputed in backward (activation checkpointing), so at most one chunk x vocab of fp32 logits exists.
+The LM head and the log-softmax run only at response positions, in chunks of CHUNK positions, so at most one
+chunk x vocab of fp32 logits exists: a frozen head (LoRA, the reference) computes each chunk's log-prob gradient
+in forward, a trainable one recomputes the chunk's logits in backward (activation checkpointing).
 Pairwise batches hold chosen rows first, then rejected rows, so one forward serves both (as in TRL's
 `concatenated_forward`).
 
@@ -20,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 from tunesmith.errors import TunesmithError
 from tunesmith.data.pair_layout import ATTN_IMPLEMENTATIONS, attention_mask_4d
 from tunesmith.objectives.base import backbone_and_head, needs_full_logits, unwrap
+from tunesmith.objectives.sft import CEWorkspace
 
 IGNORE = -100
 CHUNK = 1024  # response positions per LM-head chunk
@@ -31,9 +33,56 @@ def _token_logps(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
+class _FrozenHeadTokenLogps(torch.autograd.Function):
+    """log p(target_i) through a frozen bias-free linear head, chunk by chunk in two reused buffers (CEWorkspace),
+    with d logp_i / d h_i = (onehot(y_i) - softmax_i) W computed in forward: the upstream gradient of row i is a
+    scalar (DPO weighs each token's log-prob by its sequence's loss gradient), so backward only scales row i.
+    One head matmul less than recomputing the chunk in backward, and no fresh (n x V) buffers."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk: int, compute_dtype: torch.dtype, grad: bool):
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if grad else None
+        w = weight.to(compute_dtype)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, hidden.shape[0], chunk):
+                h = hidden[start : start + chunk].to(compute_dtype)
+                y = targets[start : start + chunk]
+                low, logits = WORKSPACE.get(h.shape[0], w.shape[0], compute_dtype, h.device)
+                torch.mm(h, w.T, out=low)
+                if logits is not low:
+                    logits.copy_(low)
+                picked = logits.gather(1, y[:, None]).squeeze(1)
+                top = logits.amax(dim=1, keepdim=True)
+                sums = logits.sub_(top).exp_().sum(dim=1, keepdim=True)
+                out[start : start + chunk] = picked - top.squeeze(1) - sums.squeeze(1).log()
+                if grad:
+                    g = logits.div_(sums)  # softmax; minus onehot = -(d logp / d logits)
+                    g[torch.arange(len(y), device=g.device), y] -= 1.0
+                    if low is not logits:
+                        g = low.copy_(g)
+                    grad_h[start : start + chunk] = (g @ w).neg_().to(hidden.dtype)
+        ctx.save_for_backward(grad_h)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad_h,) = ctx.saved_tensors
+        return grad_h * grad_out[:, None].to(grad_h.dtype), None, None, None, None, None
+
+
+WORKSPACE = CEWorkspace()  # shared by the policy and reference passes, which run one after the other
+
+
 def chunked_token_logps(head, hidden: torch.Tensor, targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """_token_logps in chunks; with grad on, each chunk's logits are recomputed in backward instead of stored."""
+    """_token_logps in chunks. A frozen bias-free linear head (LoRA, the reference) takes the fused path above;
+    otherwise, with grad on, each chunk's logits are recomputed in backward instead of stored."""
     chunk = CHUNK if chunk is None else chunk
+    if chunk > 0 and type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad:
+        device = hidden.device.type
+        compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
+        grad = torch.is_grad_enabled() and hidden.requires_grad
+        return _FrozenHeadTokenLogps.apply(hidden, head.weight, targets, chunk, compute, grad)
     if chunk <= 0 or hidden.shape[0] <= chunk:
         return _token_logps(head, hidden, targets)
     grad = torch.is_grad_enabled()

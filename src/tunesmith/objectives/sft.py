@@ -35,7 +35,8 @@ class CEWorkspace:
 
     def get(self, rows: int, vocab: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         low = self.low
-        if low is None or low.shape[0] < rows or low.shape[1] != vocab or low.dtype != dtype or low.device != device:
+        stale = low is None or low.shape[0] < rows or low.shape[1] != vocab or low.dtype != dtype or low.device != device
+        if stale or (low.is_inference() and not torch.is_inference_mode_enabled()):  # made under inference_mode: read-only now
             self.low = self.high = None  # free before allocating the larger pair
             self.low = torch.empty(rows, vocab, dtype=dtype, device=device)
             self.high = self.low if dtype == torch.float32 else torch.empty(rows, vocab, dtype=torch.float32, device=device)
