@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 from tunesmith.errors import TunesmithError
 from tunesmith.data.pair_layout import ATTN_IMPLEMENTATIONS, attention_mask_4d
 from tunesmith.objectives.base import backbone_and_head, needs_full_logits, unwrap
-from tunesmith.objectives.sft import CEWorkspace
+from tunesmith.objectives.sft import CEWorkspace, chunk_nll
 
 IGNORE = -100
 CHUNK = 1024  # response positions per LM-head chunk
@@ -48,19 +48,9 @@ class _FrozenHeadTokenLogps(torch.autograd.Function):
             for start in range(0, hidden.shape[0], chunk):
                 h = hidden[start : start + chunk].to(compute_dtype)
                 y = targets[start : start + chunk]
-                low, logits = WORKSPACE.get(h.shape[0], w.shape[0], compute_dtype, h.device)
-                torch.mm(h, w.T, out=low)
-                if logits is not low:
-                    logits.copy_(low)
-                picked = logits.gather(1, y[:, None]).squeeze(1)
-                top = logits.amax(dim=1, keepdim=True)
-                sums = logits.sub_(top).exp_().sum(dim=1, keepdim=True)
-                out[start : start + chunk] = picked - top.squeeze(1) - sums.squeeze(1).log()
-                if grad:
-                    g = logits.div_(sums)  # softmax; minus onehot = -(d logp / d logits)
-                    g[torch.arange(len(y), device=g.device), y] -= 1.0
-                    if low is not logits:
-                        g = low.copy_(g)
+                nll, g = chunk_nll(h, w, y, WORKSPACE, grad)
+                out[start : start + chunk] = -nll
+                if g is not None:  # d logp / d h = -(softmax - onehot) W
                     grad_h[start : start + chunk] = (g @ w).neg_().to(hidden.dtype)
         ctx.save_for_backward(grad_h)
         return out

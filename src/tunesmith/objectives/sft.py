@@ -43,12 +43,31 @@ class CEWorkspace:
         return self.low[:rows], self.high[:rows]
 
 
+def chunk_nll(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, workspace: CEWorkspace, grad: bool
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One chunk of the LM head: (n,) -log p(y_i) in fp32 and, with `grad`, g = softmax - onehot(y) = dNLL/dlogits
+    in the compute dtype (a view of the workspace, valid until its next use). Logits, their fp32 copy and the
+    softmax built in place there (one exp pass) live in the workspace's two buffers; call with autocast off."""
+    low, logits = workspace.get(h.shape[0], w.shape[0], h.dtype, h.device)
+    torch.mm(h, w.T, out=low)
+    if logits is not low:
+        logits.copy_(low)  # (n, V) fp32: the only logits alive at any time
+    picked = logits.gather(1, y[:, None]).squeeze(1)
+    top = logits.amax(dim=1, keepdim=True)
+    sums = logits.sub_(top).exp_().sum(dim=1, keepdim=True)  # softmax numerators, in place
+    nll = top.squeeze(1) + sums.squeeze(1).log() - picked  # logsumexp - target logit
+    if not grad:
+        return nll, None
+    g = logits.div_(sums)  # softmax
+    g[torch.arange(len(y), device=g.device), y] -= 1.0
+    return nll, (low.copy_(g) if low is not logits else g)
+
+
 class _ChunkedLinearCE(torch.autograd.Function):
     """sum_i CE(hidden_i @ W^T, target_i) with dL/dhidden and dL/dW computed chunk by chunk in forward.
 
     CE gradient w.r.t. logits is softmax(z) - onehot(y); it is turned into dL/dh = g W and dL/dW = g^T h
-    per chunk, in two reused buffers (CEWorkspace): logits, their fp32 copy, then the softmax built in place
-    there (one exp pass), and g in the compute dtype. Backward only scales the stored gradients.
+    per chunk (chunk_nll, in the reused CEWorkspace buffers). Backward only scales the stored gradients.
     """
 
     @staticmethod
@@ -64,23 +83,12 @@ class _ChunkedLinearCE(torch.autograd.Function):
             for start in range(0, hidden.shape[0], chunk_size):
                 h = hidden[start : start + chunk_size].to(compute_dtype)  # (n, H)
                 y = targets[start : start + chunk_size]  # (n,)
-                low, logits = workspace.get(h.shape[0], w.shape[0], compute_dtype, h.device)
-                torch.mm(h, w.T, out=low)
-                if logits is not low:
-                    logits.copy_(low)  # (n, V) fp32: the only logits alive at any time
-                picked = logits.gather(1, y[:, None]).squeeze(1)
-                top = logits.amax(dim=1, keepdim=True)
-                sums = logits.sub_(top).exp_().sum(dim=1, keepdim=True)  # softmax numerators, in place
-                total += (top.squeeze(1) + sums.squeeze(1).log() - picked).sum()  # logsumexp - target logit
-                if need_h or need_w:
-                    g = logits.div_(sums)  # softmax
-                    g[torch.arange(len(y), device=g.device), y] -= 1.0
-                    if low is not logits:
-                        g = low.copy_(g)
-                    if need_h:
-                        grad_h[start : start + chunk_size] = (g @ w).to(hidden.dtype)
-                    if need_w:
-                        grad_w += g.T @ h
+                nll, g = chunk_nll(h, w, y, workspace, need_h or need_w)
+                total += nll.sum()
+                if need_h:
+                    grad_h[start : start + chunk_size] = (g @ w).to(hidden.dtype)
+                if need_w:
+                    grad_w += g.T @ h
         ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
         return total
