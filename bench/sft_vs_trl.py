@@ -58,6 +58,7 @@ VARIANTS: dict[str, dict] = {
     "tunesmith-gc3-lowmem": {"gradient_checkpointing": True, "checkpoint_every": 3, "low_memory_malloc": True},
     "tunesmith-gc-lowmem128k": {"gradient_checkpointing": True, "low_memory_malloc": True, "mmap_threshold_kib": 128},
     "tunesmith-compile": {"compile": True},
+    "tunesmith-sdpa-backward": {"attention_backward": "sdpa"},
     "tunesmith-nochunk": {"ce_chunk_size": 0},
     "tunesmith-fp32": {"dtype": "fp32"},
     "tunesmith-bf16": {"dtype": "bf16"},

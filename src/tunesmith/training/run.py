@@ -248,8 +248,11 @@ def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True
         suites.model = model
         if state.step == 0:  # the before-training baseline (step 0) of every eval suite
             in_training.run_at_start(suites, best, writer)
+    from tunesmith.models.cpu_attention import attention_backward
+
     try:
-        state = train(model, objective, source, optimizer, scheduler, cfg.train, state, writer, hooks, show_progress, ref=ref)
+        with attention_backward(cfg.train.attention_backward):
+            state = train(model, objective, source, optimizer, scheduler, cfg.train, state, writer, hooks, show_progress, ref=ref)
     finally:
         writer.close()
     final_dir = out / ("adapter" if hasattr(model, "peft_config") else "model")

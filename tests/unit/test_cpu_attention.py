@@ -1,0 +1,122 @@
+"""The bf16 CPU attention (models/cpu_attention.py): SDPA's forward unchanged, a matmul backward whose gradients
+are as close to an fp32 reference as PyTorch's flash backward is (same order), for every mask shape transformers
+hands it; outside its case (fp32, no gradients) and outside a run, transformers' own SDPA runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tunesmith.models.cpu_attention import _FlashForwardMatmulBackward, attention_backward
+
+
+def _masks(b: int, lq: int) -> dict[str, torch.Tensor | None]:
+    causal = torch.ones(lq, lq, dtype=torch.bool).tril()
+    right = causal.expand(b, 1, lq, lq).clone()
+    right[0, :, :, lq // 2:] = False  # row 0 right-padded: keys past half are padding
+    left = causal.expand(b, 1, lq, lq).clone()
+    left[1, :, :, :3] = False  # row 1 left-padded: its first 3 queries see nothing
+    packed = torch.zeros(b, 1, lq, lq, dtype=torch.bool)
+    cut = lq // 3  # two documents per row, no attention across them
+    packed[:, :, :cut, :cut], packed[:, :, cut:, cut:] = causal[:cut, :cut], causal[cut:, cut:]
+    return {"causal": None, "right": right, "left": left, "packed": packed}
+
+
+def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((a.float() - ref).norm() / ref.norm()).item()
+
+
+@pytest.mark.parametrize("kind", ["causal", "right", "left", "packed"])
+@pytest.mark.parametrize("lq", [37, 96])
+def test_gradients_match_fp32_like_flash(kind, lq):
+    b, h, d = 3, 4, 32
+    torch.manual_seed(lq)
+    q, k, v = (torch.randn(b, h, lq, d, dtype=torch.bfloat16) for _ in range(3))
+    go = torch.randn(b, h, lq, d, dtype=torch.bfloat16)
+    mask = _masks(b, lq)[kind]
+    additive = None if mask is None else torch.zeros(mask.shape, dtype=torch.bfloat16).masked_fill_(~mask, float("-inf"))
+
+    def grads(dtype, ours=False):
+        leaves = [t.to(dtype, copy=True).requires_grad_() for t in (q, k, v)]
+        if ours:
+            out = _FlashForwardMatmulBackward.apply(*leaves, additive, d ** -0.5, mask is None)
+        else:
+            out = F.scaled_dot_product_attention(*leaves, attn_mask=mask, is_causal=mask is None)
+        out.backward(go.to(dtype))
+        return out.detach(), [t.grad for t in leaves]
+
+    out_ref, ref = grads(torch.float32)
+    out_flash, flash = grads(torch.bfloat16)
+    out_ours, ours = grads(torch.bfloat16, ours=True)
+    valid = torch.ones(b, 1, lq, 1, dtype=torch.bool) if mask is None else mask.any(-1, keepdim=True)
+    assert torch.equal(out_ours * valid, out_flash * valid)  # the forward is SDPA's own kernel
+    for name, mine, theirs, exact in zip("qkv", ours, flash, ref):
+        assert torch.isfinite(mine).all(), name
+        assert _rel(mine, exact) < min(3 * _rel(theirs, exact), 0.01), (name, _rel(mine, exact), _rel(theirs, exact))
+    if kind == "left":  # queries that see no key get no gradient, and pass none to the keys
+        assert ours[0][1, :, :3].abs().max() == 0
+
+
+def _bf16_model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16, attn_implementation="sdpa")
+
+
+def _batch():
+    torch.manual_seed(0)
+    ids = torch.randint(3, 500, (3, 29))
+    mask = torch.ones_like(ids)
+    mask[0, 20:], mask[2, 11:] = 0, 0  # right padding, as the SFT collator makes it
+    return ids, mask, ids.masked_fill(mask == 0, -100)
+
+
+def _nodes(fn) -> set[str]:
+    seen, todo = set(), [fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        todo.extend(n for n, _ in node.next_functions)
+    return {type(n).__name__ for n in seen}
+
+
+def test_model_loss_same_and_gradients_close_inside_a_run(tiny_model_dir):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    model = _bf16_model(tiny_model_dir)
+    ids, mask, labels = _batch()
+    stock = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        graph = _nodes(loss.grad_fn)
+        loss.backward()
+        return loss.detach(), {n: p.grad.float() for n, p in model.named_parameters()}, graph
+
+    loss_sdpa, grads_sdpa, graph_sdpa = run()
+    with attention_backward("matmul"):
+        assert ALL_ATTENTION_FUNCTIONS["sdpa"] is not stock
+        loss_ours, grads_ours, graph_ours = run()
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is stock  # restored after the run
+    assert "_FlashForwardMatmulBackwardBackward" in graph_ours and "_FlashForwardMatmulBackwardBackward" not in graph_sdpa
+    assert torch.equal(loss_ours, loss_sdpa)
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight", "model.embed_tokens.weight"):
+        assert _rel(grads_ours[name], grads_sdpa[name]) < 0.03, name
+
+
+def test_other_cases_fall_back_to_sdpa(tiny_model_dir):
+    model = _bf16_model(tiny_model_dir)
+    ids, mask, labels = _batch()
+    with attention_backward("matmul"):
+        with torch.no_grad():  # evaluation and generation
+            assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, _bf16_model(tiny_model_dir)(input_ids=ids, attention_mask=mask).logits)
+        fp32 = _bf16_model(tiny_model_dir).float()
+        loss = fp32(input_ids=ids, attention_mask=mask, labels=labels).loss
+        assert "_FlashForwardMatmulBackwardBackward" not in _nodes(loss.grad_fn)
+    with attention_backward("sdpa"):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        assert "_FlashForwardMatmulBackwardBackward" not in _nodes(loss.grad_fn)
