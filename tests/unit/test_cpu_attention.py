@@ -120,3 +120,22 @@ def test_other_cases_fall_back_to_sdpa(tiny_model_dir):
     with attention_backward("sdpa"):
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         assert "_FlashForwardMatmulBackwardBackward" not in _nodes(loss.grad_fn)
+
+
+def test_backward_in_row_chunks_equals_one_piece(monkeypatch):
+    import tunesmith.models.cpu_attention as cpu_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(5, 3, 40, 16, dtype=torch.bfloat16) for _ in range(3))
+    go = torch.randn(5, 3, 40, 16, dtype=torch.bfloat16)
+    mask = _masks(5, 40)["right"]
+    additive = torch.zeros(mask.shape, dtype=torch.bfloat16).masked_fill_(~mask, float("-inf"))
+
+    def grads(chunk_bytes):
+        monkeypatch.setattr(cpu_attention, "_CHUNK_BYTES", chunk_bytes)
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        _FlashForwardMatmulBackward.apply(*leaves, additive, 0.25, False).backward(go)
+        return [t.grad for t in leaves]
+
+    for whole, chunked in zip(grads(1 << 40), grads(2 * 3 * 40 * 40 * 2)):  # 2 rows per chunk: 2 + 2 + 1
+        assert torch.equal(whole, chunked)

@@ -4,8 +4,8 @@ PyTorch's CPU flash-attention backward is the slowest kernel of a bf16 LoRA step
 Sapphire Rapids bench box it took a quarter of the step (39 ms per layer for 8 rows x 126 tokens x 9 heads, 143 ms
 at 512 tokens), far above its FLOPs, because it works tile by tile in fp32. Recomputing the probabilities as one
 (rows·heads) x L x L bf16 matrix and doing the five products with oneDNN's bf16 (AMX/AVX-512) batched matmuls
-takes 11 ms and 120 ms there (bench/README.md). The extra memory is that matrix and its gradient, for one layer
-at a time (8 x 9 x 512² bf16 = 38 MB each); what autograd keeps between forward and backward is what the flash
+takes 11 ms and 120 ms there (bench/README.md). The extra memory is that matrix and its gradient for a few batch
+rows of one layer at a time (chunks of ~8 MB); what autograd keeps between forward and backward is what the flash
 kernel keeps (q, k, v, output, log-sum-exp, mask).
 
 Precision. P = exp(S - lse) is formed by one matmul whose accumulator starts at -lse, so the logit is rounded to
@@ -39,26 +39,46 @@ class _FlashForwardMatmulBackward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse, mask = ctx.saved_tensors
-        (b, h, lq, d), lk, dt, scale = q.shape, k.shape[2], q.dtype, ctx.scale
-        q3, k3, v3 = q.reshape(b * h, lq, d), k.reshape(b * h, lk, d), v.reshape(b * h, lk, d)
+        b, h, lq, d = q.shape
         lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))  # fully masked rows: P = 0, no NaN
-        hi = lse.to(dt)
+        hi = lse.to(q.dtype)
         c = torch.exp(hi.float() - lse).unsqueeze(-1)  # true P = exp(S - hi) * c
         g = grad_out.float()
-        d_row = (g * out.float()).sum(-1, keepdim=True).mul_(c).to(dt).reshape(b * h, lq, 1)  # c · rowsum(dO ∘ O)
-        gc = (g * c).to(dt).reshape(b * h, lq, d)
-        p = torch.baddbmm(hi.reshape(b * h, lq, 1).neg(), q3, k3.transpose(1, 2), alpha=scale)  # S - hi
-        if mask is not None:
-            p.view(b, h, lq, lk).add_(mask)
-        if ctx.causal:
-            p.masked_fill_(torch.ones(lq, lk, dtype=torch.bool, device=q.device).triu_(1), float("-inf"))
-        p.exp_()
-        dv = torch.bmm(p.transpose(1, 2), gc)
-        ds = torch.baddbmm(d_row.neg(), gc, v3.transpose(1, 2)).mul_(p)  # P ∘ (dP - D), with c folded in
-        del p
-        dq = torch.bmm(ds, k3).mul_(scale)
-        dk = torch.bmm(ds.transpose(1, 2), q3).mul_(scale)
-        return dq.view(b, h, lq, d), dk.view(b, h, lk, d), dv.view(b, h, lk, d), None, None, None
+        d_row = (g * out.float()).sum(-1, keepdim=True).mul_(c).to(q.dtype)  # c · rowsum(dO ∘ O)
+        gc = (g * c).to(q.dtype)
+        del g
+        causal = (torch.ones(lq, k.shape[2], dtype=torch.bool, device=q.device).triu_(1) if ctx.causal else None)
+        grads = [torch.empty_like(t) for t in (q, k, v)]
+        step = max(1, _CHUNK_BYTES // (h * lq * k.shape[2] * q.element_size()))  # batch rows per L x L chunk
+        for i in range(0, b, step):
+            rows = slice(i, i + step)
+            chunk_mask = None if mask is None else mask[rows] if mask.shape[0] > 1 else mask
+            parts = _backward_rows(q[rows], k[rows], v[rows], gc[rows], hi[rows], d_row[rows], chunk_mask, causal, ctx.scale)
+            for grad, part in zip(grads, parts):
+                grad[rows] = part
+        return (*grads, None, None, None)
+
+
+_CHUNK_BYTES = 8 << 20  # one L x L bf16 matrix per chunk of batch rows: cache-sized, and little transient memory
+
+
+def _backward_rows(q, k, v, gc, hi, d_row, mask, causal, scale: float):
+    """dQ, dK, dV for a few batch rows: P = exp(S - hi) (c already folded into gc and d_row), five matmuls."""
+    (b, h, lq, d), lk = q.shape, k.shape[2]
+    q3, k3, v3 = q.reshape(b * h, lq, d), k.reshape(b * h, lk, d), v.reshape(b * h, lk, d)
+    gc3 = gc.reshape(b * h, lq, d)
+    p = torch.baddbmm(hi.reshape(b * h, lq, 1).neg(), q3, k3.transpose(1, 2), alpha=scale)  # S - hi
+    if mask is not None:
+        p.view(b, h, lq, lk).add_(mask)
+    if causal is not None:
+        p.masked_fill_(causal, float("-inf"))
+    p.exp_()
+    dv = torch.bmm(p.transpose(1, 2), gc3)
+    ds = torch.baddbmm(d_row.reshape(b * h, lq, 1).neg(), gc3, v3.transpose(1, 2)).mul_(p)  # P ∘ (dP - D)
+    del p
+    dq = torch.bmm(ds, k3).mul_(scale)
+    dk = torch.bmm(ds.transpose(1, 2), q3).mul_(scale)
+    return dq.view(b, h, lq, d), dk.view(b, h, lk, d), dv.view(b, h, lk, d)
 
 
 class _AdditiveMask:
