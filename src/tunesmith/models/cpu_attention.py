@@ -4,7 +4,7 @@ PyTorch's CPU flash-attention backward is the slowest kernel of a bf16 LoRA step
 Sapphire Rapids bench box it took a quarter of the step (39 ms per layer for 8 rows x 126 tokens x 9 heads, 143 ms
 at 512 tokens), far above its FLOPs, because it works tile by tile in fp32. Recomputing the probabilities as one
 (rows·heads) x L x L bf16 matrix and doing the five products with oneDNN's bf16 (AMX/AVX-512) batched matmuls
-takes 11 ms and 120 ms there (bench/README.md). The extra memory is that matrix and its gradient for a few batch
+takes 11 ms and 98 ms there (bench/README.md). The extra memory is that matrix and its gradient for a few batch
 rows of one layer at a time (chunks of ~8 MB); what autograd keeps between forward and backward is what the flash
 kernel keeps (q, k, v, output, log-sum-exp, mask).
 

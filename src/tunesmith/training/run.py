@@ -180,6 +180,7 @@ def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True
     from tunesmith.models.adapters import format_trainable_report, trainable_report
     from tunesmith.models.heads import save_with_heads
     from tunesmith.evaluation import in_training
+    from tunesmith.models.cpu_attention import attention_backward
     from tunesmith.objectives import build_objective
     from tunesmith.training.checkpoint import TrainState, checkpoints, clean_partial, load_checkpoint, save_checkpoint
     from tunesmith.training.loop import LoopHooks, total_steps, train
@@ -248,8 +249,6 @@ def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True
         suites.model = model
         if state.step == 0:  # the before-training baseline (step 0) of every eval suite
             in_training.run_at_start(suites, best, writer)
-    from tunesmith.models.cpu_attention import attention_backward
-
     try:
         with attention_backward(cfg.train.attention_backward):
             state = train(model, objective, source, optimizer, scheduler, cfg.train, state, writer, hooks, show_progress, ref=ref)
