@@ -27,6 +27,9 @@ from collections.abc import Iterator
 import torch
 
 
+_CHUNK_BYTES = 8 << 20  # one L x L bf16 matrix per chunk of batch rows: cache-sized, and little transient memory
+
+
 class _FlashForwardMatmulBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, mask, scale: float, causal: bool):  # q, k, v: (B, H, L, D), mask: additive or None
@@ -48,8 +51,10 @@ class _FlashForwardMatmulBackward(torch.autograd.Function):
         gc = (g * c).to(q.dtype)
         del g
         causal = (torch.ones(lq, k.shape[2], dtype=torch.bool, device=q.device).triu_(1) if ctx.causal else None)
-        grads = [torch.empty_like(t) for t in (q, k, v)]
         step = max(1, _CHUNK_BYTES // (h * lq * k.shape[2] * q.element_size()))  # batch rows per L x L chunk
+        if step >= b:  # one chunk (most batches): its gradients are the answer, no copy
+            return (*_backward_rows(q, k, v, gc, hi, d_row, mask, causal, ctx.scale), None, None, None)
+        grads = [torch.empty_like(t) for t in (q, k, v)]
         for i in range(0, b, step):
             rows = slice(i, i + step)
             chunk_mask = None if mask is None else mask[rows] if mask.shape[0] > 1 else mask
@@ -57,9 +62,6 @@ class _FlashForwardMatmulBackward(torch.autograd.Function):
             for grad, part in zip(grads, parts):
                 grad[rows] = part
         return (*grads, None, None, None)
-
-
-_CHUNK_BYTES = 8 << 20  # one L x L bf16 matrix per chunk of batch rows: cache-sized, and little transient memory
 
 
 def _backward_rows(q, k, v, gc, hi, d_row, mask, causal, scale: float):
