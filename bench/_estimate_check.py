@@ -22,14 +22,16 @@ def estimate_settings(overrides: dict) -> dict | None:
             "base_dtype": overrides.get("dtype", ModelConfig().dtype),
             "low_memory_malloc": overrides.get("low_memory_malloc", defaults.low_memory_malloc),
             "mmap_threshold_kib": overrides.get("mmap_threshold_kib", defaults.mmap_threshold_kib),
-            "mixed_precision": overrides.get("mixed_precision", False)}
+            "mixed_precision": overrides.get("mixed_precision", False),
+            "lean_activations": overrides.get("lean_activations", defaults.lean_activations)}
 
 
 def estimate_flags(settings: dict, method: str = "", job_method: str = "") -> str:
     """The `tunesmith estimate` options that differ from its defaults, as typed on the command line."""
     flags = {"checkpoint_every": ("--checkpoint-every", 0), "ce_chunk_size": ("--ce-chunk-size", 1024),
              "base_dtype": ("--base-dtype", "auto"), "low_memory_malloc": ("--low-memory-malloc", False),
-             "mmap_threshold_kib": ("--mmap-threshold-kib", 4096), "mixed_precision": ("--mixed-precision", False)}
+             "mmap_threshold_kib": ("--mmap-threshold-kib", 4096), "mixed_precision": ("--mixed-precision", False),
+             "lean_activations": ("--plain-activations", True)}
     out = [f"--method {method}"] if method and method != job_method else []
     for key, (flag, default) in flags.items():
         if settings.get(key, default) != default:

@@ -59,6 +59,8 @@ VARIANTS: dict[str, dict] = {
     "tunesmith-gc-lowmem128k": {"gradient_checkpointing": True, "low_memory_malloc": True, "mmap_threshold_kib": 128},
     "tunesmith-compile": {"compile": True},
     "tunesmith-sdpa-backward": {"attention_backward": "sdpa"},
+    "tunesmith-plain-blocks": {"lean_activations": False},  # transformers' own RMSNorm / MLP forward (models/lean_blocks.py)
+    "tunesmith-plain-blocks-lowmem": {"lean_activations": False, "low_memory_malloc": True},
     "tunesmith-nochunk": {"ce_chunk_size": 0},
     "tunesmith-fp32": {"dtype": "fp32"},
     "tunesmith-bf16": {"dtype": "bf16"},
@@ -67,6 +69,7 @@ VARIANTS: dict[str, dict] = {
     "tunesmith-peft-lora": {"fused_lora": False},  # peft's own LoRA forward instead of models/fused_lora.py
     # full: fp32 master weights under bf16 autocast (method.mixed_precision, TRL's bf16=True); -gc: with checkpointing
     "tunesmith-amp": {"mixed_precision": True},
+    "tunesmith-amp-lowmem": {"mixed_precision": True, "low_memory_malloc": True},
     "tunesmith-amp-gc": {"mixed_precision": True, "gradient_checkpointing": True},
     "tunesmith-amp-gc2-lowmem": {"mixed_precision": True, "gradient_checkpointing": True, "checkpoint_every": 2,
                                  "low_memory_malloc": True},

@@ -27,7 +27,10 @@ q/kv attention widths, V vocab, T tokens = batch x seq_len, L blocks, e activati
   and saved by each of the five linears that read them (5eh instead of 2eh); LoRA adds its rank-r
   intermediates (e r per adapter; adapters reuse the input their base layer saved). e = 2 under bf16 autocast,
   4 in fp32. SmolLM2-135M: 22.5 KB per token and block for LoRA, 44.6 KB for full in fp32, 30.6 KB for full
-  with mixed precision. With gradient checkpointing a recomputed block keeps only its input (eh; 4h for full, whose
+  with mixed precision. With `train.lean_activations` (default; Llama-family blocks, models/lean_blocks.py) each
+  norm keeps its input as it came (2eh; full: its fp32 residual, 8h) plus 1/rms per token instead of fp32
+  copies, full no longer keeps the normalised inputs, and the MLP keeps three intermediate-wide tensors (SiLU's
+  output is recomputed): 17.2, 33.8 and 22.7 KB. With gradient checkpointing a recomputed block keeps only its input (eh; 4h for full, whose
   residual stream stays fp32) and backward rebuilds one block at a time (counted on top).
 - logits: the LM head at every position in chunks of `ce_chunk_size`, in two buffers reused chunk after chunk
   (objectives/sft.py CEWorkspace): the chunk's logits in the compute dtype and their fp32 copy, in which the
@@ -97,14 +100,18 @@ class Shape:
     kv_dim: int  # kv heads * head_dim
     tied: bool
     heads: int = 0  # attention heads (SDPA keeps a fp32 log-sum-exp per head and token)
+    lean_blocks: bool = False  # Llama-family RMSNorm + SwiGLU blocks, which train.lean_activations applies to
 
     @classmethod
     def from_config(cls, cfg: dict) -> Shape:
+        from tunesmith.models.lean_blocks import LEAN_MODEL_TYPES
+
         heads = cfg["num_attention_heads"]
         head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+        lean = cfg.get("model_type") in LEAN_MODEL_TYPES and cfg.get("hidden_act", "silu") == "silu"
         return cls(cfg["vocab_size"], cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"],
                    heads * head_dim, cfg.get("num_key_value_heads", heads) * head_dim, bool(cfg.get("tie_word_embeddings", False)),
-                   heads)
+                   heads, lean)
 
     def linears(self) -> list[tuple[int, int]]:
         """(in, out) of every linear layer in one block: q, k, v, o, gate, up, down."""
@@ -152,21 +159,27 @@ def activation_element_bytes(method: str, base_dtype: str = "auto", mixed_precis
 
 
 def activation_bytes_per_token_layer(s: Shape, method: str, r: int = 16, base_dtype: str = "auto",
-                                     mixed_precision: bool = False) -> float:
+                                     mixed_precision: bool = False, lean_activations: bool = True) -> float:
     """Bytes saved for backward per token per block (terms in the module docstring).
 
     Measured with torch's saved-tensor hooks on SmolLM2-shaped blocks (tests/unit/test_estimate.py): LoRA on a
-    bf16 base 22.5 KB, full 44.6 KB in fp32 and 30.6 KB with mixed precision per token on SmolLM2-135M.
+    bf16 base 22.5 KB, full 44.6 KB in fp32 and 30.6 KB with mixed precision per token on SmolLM2-135M; with
+    `train.lean_activations` (Llama-family blocks) 17.2, 33.8 and 22.7 KB.
     """
     h, i, q, kv = s.hidden, s.intermediate, s.q_dim, s.kv_dim
     e = activation_element_bytes(method, base_dtype, mixed_precision)
     # A full model under autocast keeps fp32 norm outputs, which each consumer linear (q, k, v; gate, up) casts
     # and saves separately: 5 bf16 copies instead of the 2 shared outputs of a bf16 base.
     outputs = 5 if method == "full" and e == 2 else 2
-    norms = 8 * h + outputs * e * h + (8 * h if method == "full" else 0)  # fp32 inputs, outputs; full: normalised inputs
+    lean = lean_activations and s.lean_blocks
+    if lean:  # models/lean_blocks.py: each norm keeps its input as it came (full: fp32 residual) and 1/rms per token
+        inputs = 2 * (4 if method == "full" else e) * h + 2 * 4
+    else:  # fp32 copies of the inputs; full: also the normalised inputs its trainable norm weights multiply
+        inputs = 8 * h + (8 * h if method == "full" else 0)
     attention = 2 * e * (q + kv) + 4 * s.heads
     adapters = e * r * len(s.linears()) if method in ("lora", "qlora") else 0
-    return float(norms + attention + 4 * e * i + adapters)
+    mlp = (3 if lean else 4) * e * i  # gate out, up out, their product (and silu(gate) unless lean)
+    return float(inputs + outputs * e * h + attention + mlp + adapters)
 
 
 FP32_ADAPTER_HEAP_FACTOR = 4  # adapters on an fp32 base: 35-41 KB vs the 8.4 KB model on SmolLM2-135M (module doc)
@@ -222,7 +235,8 @@ class Estimate:
 
 def memory_terms(s: Shape, method: str, batch: int, seq_len: int, r: int, checkpoint_every: int,
                  ce_chunk_size: int, runtime_bytes: float, base_dtype: str = "auto", grad_accum: int = 1,
-                 allocator: float = 0.0, mixed_precision: bool = False) -> tuple[dict[str, float], int]:
+                 allocator: float = 0.0, mixed_precision: bool = False,
+                 lean_activations: bool = True) -> tuple[dict[str, float], int]:
     """Memory breakdown in bytes at the step's peak and the trainable parameter count (`checkpoint_every`: 0 = no
     activation checkpointing, n = every n-th block recomputed in backward; `allocator`: the share of glibc's heap
     retention to add (0 none, 1 all: see heap_retention_share);
@@ -238,7 +252,7 @@ def memory_terms(s: Shape, method: str, batch: int, seq_len: int, r: int, checkp
     weights = {"full": 4 * n + cast_copies, "lora": base * n + 4 * trainable,
                "qlora": NF4_BYTES * linear + base * (n - linear) + 4 * trainable + dequantised}[method]
     tokens = batch * seq_len
-    per_layer = activation_bytes_per_token_layer(s, method, r, base_dtype, mixed_precision)
+    per_layer = activation_bytes_per_token_layer(s, method, r, base_dtype, mixed_precision, lean_activations)
     recomputed = -(-s.layers // checkpoint_every) if checkpoint_every > 0 else 0  # ceil(L / n) blocks
     kept = s.layers - recomputed
     residual = 4 if method == "full" else e  # a recomputed block keeps its input: full's residual stream is fp32
@@ -299,11 +313,11 @@ def read_model_config(model: str) -> tuple[str, dict]:
 def estimate(model_config: dict, method: str, batch: int, seq_len: int, device: str = "cpu", r: int = 16,
              checkpoint_every: int = 0, ce_chunk_size: int = 1024, peak_flops: float | None = None,
              name: str = "", base_dtype: str = "auto", grad_accum: int = 1, low_memory_malloc: bool = False,
-             mmap_threshold_kib: int = 4096, mixed_precision: bool = False) -> Estimate:
+             mmap_threshold_kib: int = 4096, mixed_precision: bool = False, lean_activations: bool = True) -> Estimate:
     """The full estimate; `peak_flops` (the matmul rate in the run's compute dtype) overrides the device table
     (for CPU it is measured when not given, in that dtype). `base_dtype`: model.dtype (auto | bf16 | fp32; full
     trains fp32, and computes in it unless `mixed_precision`); `low_memory_malloc` / `mmap_threshold_kib`: the
-    train options that cut glibc's heap retention on CPU."""
+    train options that cut glibc's heap retention on CPU; `lean_activations`: train.lean_activations."""
     from tunesmith.errors import TunesmithError
 
     if method not in METHODS:
@@ -316,7 +330,8 @@ def estimate(model_config: dict, method: str, batch: int, seq_len: int, device: 
     s = Shape.from_config(model_config)
     terms, trainable = memory_terms(s, method, batch, seq_len, r, checkpoint_every, ce_chunk_size, spec["runtime_bytes"],
                                     base, grad_accum, spec["allocator"] * heap_retention_share(
-                                        mmap_threshold_kib if low_memory_malloc else None), mixed_precision)
+                                        mmap_threshold_kib if low_memory_malloc else None), mixed_precision,
+                                    lean_activations)
     table = spec["peak_flops"] if compute == "bf16" else spec["peak_flops_fp32"]
     peak = peak_flops or table or measure_cpu_matmul_flops(compute)
     notes = []

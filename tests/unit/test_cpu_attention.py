@@ -40,7 +40,7 @@ def test_gradients_match_fp32_like_flash(kind, lq):
     def grads(dtype, ours=False):
         leaves = [t.to(dtype, copy=True).requires_grad_() for t in (q, k, v)]
         if ours:
-            out = _FlashForwardMatmulBackward.apply(*leaves, additive, d ** -0.5, mask is None)
+            out = _FlashForwardMatmulBackward.apply(*leaves, additive, d ** -0.5, mask is None, 1)
         else:
             out = F.scaled_dot_product_attention(*leaves, attn_mask=mask, is_causal=mask is None)
         out.backward(go.to(dtype))
@@ -122,20 +122,52 @@ def test_other_cases_fall_back_to_sdpa(tiny_model_dir):
         assert "_FlashForwardMatmulBackwardBackward" not in _nodes(loss.grad_fn)
 
 
-def test_backward_in_row_chunks_equals_one_piece(monkeypatch):
+@pytest.mark.parametrize("kv_heads", [6, 2])
+def test_backward_in_row_chunks_equals_one_piece(monkeypatch, kv_heads):
     import tunesmith.models.cpu_attention as cpu_attention
 
     torch.manual_seed(0)
-    q, k, v = (torch.randn(5, 3, 40, 16, dtype=torch.bfloat16) for _ in range(3))
-    go = torch.randn(5, 3, 40, 16, dtype=torch.bfloat16)
+    q = torch.randn(5, 6, 40, 16, dtype=torch.bfloat16)
+    k, v = (torch.randn(5, kv_heads, 40, 16, dtype=torch.bfloat16) for _ in range(2))
+    go = torch.randn(5, 6, 40, 16, dtype=torch.bfloat16)
     mask = _masks(5, 40)["right"]
     additive = torch.zeros(mask.shape, dtype=torch.bfloat16).masked_fill_(~mask, float("-inf"))
 
     def grads(chunk_bytes):
         monkeypatch.setattr(cpu_attention, "_CHUNK_BYTES", chunk_bytes)
         leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-        _FlashForwardMatmulBackward.apply(*leaves, additive, 0.25, False).backward(go)
+        _FlashForwardMatmulBackward.apply(*leaves, additive, 0.25, False, 6 // kv_heads).backward(go)
         return [t.grad for t in leaves]
 
-    for whole, chunked in zip(grads(1 << 40), grads(2 * 3 * 40 * 40 * 2)):  # 2 rows per chunk: 2 + 2 + 1
+    for whole, chunked in zip(grads(1 << 40), grads(2 * 6 * 40 * 40 * 2)):  # 2 rows per chunk: 2 + 2 + 1
         assert torch.equal(whole, chunked)
+
+
+@pytest.mark.parametrize("kind", ["causal", "right"])
+def test_grouped_query_heads_keep_their_own_count_and_match_repeated_heads(kind):
+    """K and V with fewer heads than Q (GQA): the same output and gradients as repeating them before attention
+    (transformers' repeat_kv), while backward keeps only the un-repeated K and V."""
+    b, lq, d, groups = 2, 33, 16, 3
+    torch.manual_seed(1)
+    q = torch.randn(b, 2 * groups, lq, d, dtype=torch.bfloat16)
+    k, v = (torch.randn(b, 2, lq, d, dtype=torch.bfloat16) for _ in range(2))
+    go = torch.randn(b, 2 * groups, lq, d, dtype=torch.bfloat16)
+    mask = _masks(b, lq)[kind]
+    additive = None if mask is None else torch.zeros(mask.shape, dtype=torch.bfloat16).masked_fill_(~mask, float("-inf"))
+
+    def run(grouped: bool):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        kk, vv = leaves[1:] if grouped else (t.repeat_interleave(groups, dim=1) for t in leaves[1:])
+        saved: list[tuple] = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+            out = _FlashForwardMatmulBackward.apply(leaves[0], kk, vv, additive, d ** -0.5, mask is None, groups if grouped else 1)
+        out.backward(go)
+        return out.detach(), [t.grad for t in leaves], saved
+
+    out_grouped, grads_grouped, saved = run(True)
+    out_repeated, grads_repeated, _ = run(False)
+    assert torch.equal(out_grouped, out_repeated)
+    for mine, theirs in zip(grads_grouped, grads_repeated):  # the group sum is rounded once per chunk, as autograd's
+        assert _rel(mine, theirs.float()) < 0.005
+    assert (b, 2, lq, d) in saved and (b, 2 * groups, lq, d) in saved  # K, V at 2 heads; Q and the output at 6
+    assert sum(shape == (b, 2, lq, d) for shape in saved) == 2

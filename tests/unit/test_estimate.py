@@ -12,7 +12,8 @@ from tunesmith.errors import TunesmithError
 from tunesmith.estimate import DEVICES, GIB, NF4_BYTES, Shape, estimate, flops_per_token, memory_terms
 
 SMOLLM2 = {"vocab_size": 49152, "hidden_size": 576, "num_hidden_layers": 30, "intermediate_size": 1536,
-           "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "tie_word_embeddings": True}
+           "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "tie_word_embeddings": True,
+           "model_type": "llama", "hidden_act": "silu"}
 
 
 def test_param_counts_match_a_real_model(tiny_model_dir):
@@ -61,12 +62,14 @@ def test_flops_and_throughput_scale_with_method_and_device():
         estimate(SMOLLM2, "lora", 8, 512, "tpu")
 
 
-def _one_block_saved_bytes(bundled_path, method: str, base_dtype: str) -> tuple[int, Shape, int]:
+def _one_block_saved_bytes(bundled_path, method: str, base_dtype: str, lean: bool) -> tuple[int, Shape, int]:
     """Bytes saved for backward by the second block of a 2-block SmolLM2-shaped model, as tunesmith runs it
     (the first block's input has no gradient, as after a frozen embedding), and the token count."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from tunesmith.models.cpu_attention import attention_backward
+    from tunesmith.models.lean_blocks import lean_block_ops
     from tunesmith.objectives.sft import adapter_inputs_as_is
     from tunesmith.training.loop import autocast_context
 
@@ -86,6 +89,8 @@ def _one_block_saved_bytes(bundled_path, method: str, base_dtype: str) -> tuple[
         for p in model.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
+    if lean:
+        lean_block_ops(model)
     weight_shapes = {tuple(p.shape) for p in model.parameters()} | {tuple(p.shape)[::-1] for p in model.parameters()}
     saved: dict[int, int] = {}
 
@@ -99,19 +104,22 @@ def _one_block_saved_bytes(bundled_path, method: str, base_dtype: str) -> tuple[
     block.register_forward_pre_hook(lambda *_: hooks.__enter__())
     block.register_forward_hook(lambda *_: hooks.__exit__(None, None, None))
     ids = torch.randint(3, 500, (3, 128))
-    with autocast_context(model), adapter_inputs_as_is(model):  # as the SFT objective runs it
+    with autocast_context(model), adapter_inputs_as_is(model), attention_backward():  # as the SFT objective runs it
         (model.base_model.model if method != "full" else model).model(input_ids=ids)
     return sum(saved.values()), Shape.from_config(config.to_dict()), ids.numel()
 
 
+@pytest.mark.parametrize("lean", [True, False])
 @pytest.mark.parametrize("method,base_dtype", [("lora", "bf16"), ("lora", "fp32"), ("full", "fp32"), ("full", "bf16")])
-def test_activation_estimate_tracks_measured_saved_tensors(bundled_path, method, base_dtype):
-    """Saved-tensor bytes of one block vs the per-token formula: norms' fp32 inputs and saved outputs, rotary
-    q/k, v, attention output and log-sum-exp, four intermediate-wide MLP tensors, LoRA's rank-r tensors."""
+def test_activation_estimate_tracks_measured_saved_tensors(bundled_path, method, base_dtype, lean):
+    """Saved-tensor bytes of one block vs the per-token formula: norms' inputs (fp32 copies unless lean) and saved
+    outputs, rotary q/k, v, attention output and log-sum-exp, three or four intermediate-wide MLP tensors, LoRA's
+    rank-r tensors."""
     from tunesmith.estimate import activation_bytes_per_token_layer
 
-    measured, shape, tokens = _one_block_saved_bytes(bundled_path, method, base_dtype)
-    predicted = activation_bytes_per_token_layer(shape, method, r=16, base_dtype=base_dtype,
+    measured, shape, tokens = _one_block_saved_bytes(bundled_path, method, base_dtype, lean)
+    assert shape.lean_blocks  # SmolLM2 is a Llama
+    predicted = activation_bytes_per_token_layer(shape, method, r=16, base_dtype=base_dtype, lean_activations=lean,
                                                  mixed_precision=method == "full" and base_dtype == "bf16") * tokens
     assert 0.97 < predicted / measured < 1.03, (predicted, measured)
 
@@ -263,7 +271,7 @@ def test_cpu_linear_rate_is_measured_in_the_asked_dtype():
 # or 0 without, base_dtype). bf16 rows: 2026-11-23 on a 2-core avx512_bf16 EPYC; fp32 rows: 2026-12-01 on a
 # 2-core AVX2-only EPYC (model.dtype auto = fp32 there; MB from bench/results/2026-12-01-amd-epyc-2c-avx2*.json;
 # the 2 and 8 MiB rows set MALLOC_MMAP_THRESHOLD_ in the environment, the 4 MiB row is train.low_memory_malloc
-# itself, with torch's huge pages).
+# itself, with torch's huge pages). All before train.lean_activations (transformers' own RMSNorm and MLP forward).
 MEASURED_PEAK_GIB = {("lora", 0, 1024, 0, "bf16"): 5.31, ("lora", 1, 1024, 0, "bf16"): 2.17,
                      ("full", 0, 1024, 0, "bf16"): 7.81, ("full", 1, 1024, 0, "bf16"): 4.63,
                      ("lora", 0, 0, 0, "bf16"): 6.84, ("lora", 0, 1024, 128, "bf16"): 3.88,
@@ -279,7 +287,8 @@ MEASURED_PEAK_GIB = {("lora", 0, 1024, 0, "bf16"): 5.31, ("lora", 1, 1024, 0, "b
 def test_estimate_within_25_percent_of_measured_runs(case):
     method, every, chunk, threshold_kib, base_dtype = case
     result = estimate(SMOLLM2, method, 8, 512, "cpu", checkpoint_every=every, ce_chunk_size=chunk, peak_flops=1.0,
-                      low_memory_malloc=bool(threshold_kib), mmap_threshold_kib=threshold_kib or 4096, base_dtype=base_dtype)
+                      low_memory_malloc=bool(threshold_kib), mmap_threshold_kib=threshold_kib or 4096, base_dtype=base_dtype,
+                      lean_activations=False)
     assert abs(result.total_gib / MEASURED_PEAK_GIB[case] - 1) < 0.25, result.memory_gib
 
 

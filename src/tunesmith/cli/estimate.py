@@ -25,6 +25,7 @@ def estimate_command(
     low_memory_malloc: bool = typer.Option(False, "--low-memory-malloc", help="train.low_memory_malloc: glibc mmap threshold pinned (CPU)"),
     mmap_threshold_kib: int = typer.Option(4096, "--mmap-threshold-kib", min=64, max=32768, help="train.mmap_threshold_kib (with --low-memory-malloc)"),
     mixed_precision: bool = typer.Option(False, "--mixed-precision", help="full: method.mixed_precision (fp32 masters under bf16 autocast on a bf16 base)"),
+    lean_activations: bool = typer.Option(True, "--lean-activations/--plain-activations", help="train.lean_activations (Llama-family RMSNorm / SwiGLU keep less for backward)"),
     as_json: bool = typer.Option(False, "--json", help="print the estimate as JSON"),
 ) -> None:
     """Peak memory (weights, gradients, optimizer, activations, logits, allocator, runtime) and expected tokens/s."""
@@ -33,7 +34,8 @@ def estimate_command(
     path, config = read_model_config(model)
     result = estimate(config, method, batch, seq_len, device, rank, checkpoint_every, ce_chunk_size, name=path,
                       base_dtype=base_dtype, grad_accum=grad_accum, low_memory_malloc=low_memory_malloc,
-                      mmap_threshold_kib=mmap_threshold_kib, mixed_precision=mixed_precision)
+                      mmap_threshold_kib=mmap_threshold_kib, mixed_precision=mixed_precision,
+                      lean_activations=lean_activations)
     if as_json:
         console.print_json(json.dumps(result.as_dict()))
         return

@@ -108,6 +108,7 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(1, ge=1, description="with gradient_checkpointing: checkpoint every n-th block only (2 = half the blocks: half the saving, half the extra compute)")
     low_memory_malloc: bool = Field(False, description="CPU/glibc: pin malloc's mmap threshold (mmap_threshold_kib) so freed activations go back to the OS instead of a fragmenting heap: lower peak RSS, slower steps (bench/README.md)")
     mmap_threshold_kib: int = Field(4096, ge=64, le=32768, description="with low_memory_malloc: tensors at least this big are mmap'd and unmapped on free; lower = less memory, more page faults (128 KiB: least memory, ~2x slower)")
+    lean_activations: bool = Field(True, description="Llama-family blocks (Llama, Mistral, Qwen2/3): RMSNorm keeps its input as it came instead of an fp32 copy and SwiGLU recomputes silu(gate) in backward; same forward, ~24% less activation memory under bf16 (off with train.compile, whose compiler picks what to keep)")
     attention_backward: Literal["matmul", "sdpa"] = Field("matmul", description="bf16 on CPU: SDPA's flash forward with a backward of bf16 batched matmuls (faster than PyTorch's CPU flash backward, most on short rows: 11 vs 50 ms/layer at 8 x 126 tokens, 98 vs 120 at 8 x 512 on a 2-core AMX CPU; gradients within ~0.6% of fp32), or sdpa = PyTorch's own backward; other devices and dtypes always use sdpa")
     compile: bool = Field(False, description="torch.compile each transformer block (fused elementwise ops); the first steps pay the compile time")
 

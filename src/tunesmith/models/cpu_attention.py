@@ -6,7 +6,9 @@ at 512 tokens), far above its FLOPs, because it works tile by tile in fp32. Reco
 (rows·heads) x L x L bf16 matrix and doing the five products with oneDNN's bf16 (AMX/AVX-512) batched matmuls
 takes 11 ms and 98 ms there (bench/README.md). The extra memory is that matrix and its gradient for a few batch
 rows of one layer at a time (chunks of ~8 MB); what autograd keeps between forward and backward is what the flash
-kernel keeps (q, k, v, output, log-sum-exp, mask).
+kernel keeps (q, k, v, output, log-sum-exp, mask), with grouped-query K and V kept at their own head count and
+repeated per chunk in backward (transformers' `repeat_kv` before SDPA would keep the repeated copies: 3x the K/V
+bytes on SmolLM2).
 
 Precision. P = exp(S - lse) is formed by one matmul whose accumulator starts at -lse, so the logit is rounded to
 bf16 once, after the subtraction, not before. lse itself is split: its bf16 part goes into that matmul and the
@@ -32,11 +34,11 @@ _CHUNK_BYTES = 8 << 20  # one L x L bf16 matrix per chunk of batch rows: cache-s
 
 class _FlashForwardMatmulBackward(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, scale: float, causal: bool):  # q, k, v: (B, H, L, D), mask: additive or None
+    def forward(ctx, q, k, v, mask, scale: float, causal: bool, groups: int):  # q: (B, H, L, D), k, v: (B, H/groups, L, D)
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, 0.0, causal, attn_mask=mask, scale=scale)[:2]
+            q, _repeat_heads(k, groups), _repeat_heads(v, groups), 0.0, causal, attn_mask=mask, scale=scale)[:2]
         ctx.save_for_backward(q, k, v, out, lse, mask)
-        ctx.scale, ctx.causal = scale, causal
+        ctx.scale, ctx.causal, ctx.groups = scale, causal, groups
         return out
 
     @staticmethod
@@ -52,20 +54,32 @@ class _FlashForwardMatmulBackward(torch.autograd.Function):
         del g
         causal = (torch.ones(lq, k.shape[2], dtype=torch.bool, device=q.device).triu_(1) if ctx.causal else None)
         step = max(1, _CHUNK_BYTES // (h * lq * k.shape[2] * q.element_size()))  # batch rows per L x L chunk
+        args = (causal, ctx.scale, ctx.groups)
         if step >= b:  # one chunk (most batches): its gradients are the answer, no copy
-            return (*_backward_rows(q, k, v, gc, hi, d_row, mask, causal, ctx.scale), None, None, None)
+            return (*_backward_rows(q, k, v, gc, hi, d_row, mask, *args), None, None, None, None)
         grads = [torch.empty_like(t) for t in (q, k, v)]
         for i in range(0, b, step):
             rows = slice(i, i + step)
             chunk_mask = None if mask is None else mask[rows] if mask.shape[0] > 1 else mask
-            parts = _backward_rows(q[rows], k[rows], v[rows], gc[rows], hi[rows], d_row[rows], chunk_mask, causal, ctx.scale)
+            parts = _backward_rows(q[rows], k[rows], v[rows], gc[rows], hi[rows], d_row[rows], chunk_mask, *args)
             for grad, part in zip(grads, parts):
                 grad[rows] = part
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)
 
 
-def _backward_rows(q, k, v, gc, hi, d_row, mask, causal, scale: float):
-    """dQ, dK, dV for a few batch rows: P = exp(S - hi) (c already folded into gc and d_row), five matmuls."""
+def _repeat_heads(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, KV, L, D) -> (B, KV·groups, L, D), each KV head repeated `groups` times in a row (transformers' repeat_kv)."""
+    if groups == 1:
+        return x
+    b, kv, length, d = x.shape
+    return x[:, :, None].expand(b, kv, groups, length, d).reshape(b, kv * groups, length, d)
+
+
+def _backward_rows(q, k, v, gc, hi, d_row, mask, causal, scale: float, groups: int):
+    """dQ, dK, dV for a few batch rows: P = exp(S - hi) (c already folded into gc and d_row), five matmuls; K and V
+    come in with their own head count, their gradients go out summed over the query heads that shared them."""
+    kv_heads = k.shape[1]
+    k, v = _repeat_heads(k, groups), _repeat_heads(v, groups)
     (b, h, lq, d), lk = q.shape, k.shape[2]
     q3, k3, v3 = q.reshape(b * h, lq, d), k.reshape(b * h, lk, d), v.reshape(b * h, lk, d)
     gc3 = gc.reshape(b * h, lq, d)
@@ -80,6 +94,8 @@ def _backward_rows(q, k, v, gc, hi, d_row, mask, causal, scale: float):
     del p
     dq = torch.bmm(ds, k3).mul_(scale)
     dk = torch.bmm(ds.transpose(1, 2), q3).mul_(scale)
+    if groups > 1:
+        return dq.view(b, h, lq, d), *(g.view(b, kv_heads, groups, lk, d).sum(2) for g in (dk, dv))
     return dq.view(b, h, lq, d), dk.view(b, h, lk, d), dv.view(b, h, lk, d)
 
 
@@ -110,19 +126,16 @@ def _handles(query: torch.Tensor, key: torch.Tensor, dropout: float, kwargs: dic
 
 def make_attention_function(fallback, additive: _AdditiveMask):
     """An attention function with transformers' signature: ours where `_handles` says so, else `fallback`."""
-    from transformers.integrations.sdpa_attention import repeat_kv
-
     def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
                   is_causal: bool | None = None, **kwargs):
         if not _handles(query, key, dropout, kwargs):
             return fallback(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                             is_causal=is_causal, **kwargs)
-        groups = getattr(module, "num_key_value_groups", 1)
-        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+        groups = query.shape[1] // key.shape[1]
         causal = attention_mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True))
         mask = None if attention_mask is None else additive(attention_mask, query.dtype)
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        out = _FlashForwardMatmulBackward.apply(query, key, value, mask, scale, bool(causal))
+        out = _FlashForwardMatmulBackward.apply(query, key, value, mask, scale, bool(causal), groups)
         return out.transpose(1, 2).contiguous(), None
 
     return attention

@@ -153,7 +153,9 @@ def enable_torch_huge_pages() -> bool:
 
 
 def apply_speed_options(model, cfg: RunConfig, objective) -> None:
-    """Speed/memory switches of `train`: CE chunk size, gradient checkpointing, per-block torch.compile."""
+    """Speed/memory switches of `train`: CE chunk size, lean block activations, gradient checkpointing, per-block
+    torch.compile."""
+    from tunesmith.models.lean_blocks import lean_block_ops
     from tunesmith.objectives.base import unwrap
 
     if hasattr(objective, "chunk_size"):
@@ -161,6 +163,8 @@ def apply_speed_options(model, cfg: RunConfig, objective) -> None:
     if cfg.train.low_memory_malloc and next(model.parameters()).device.type == "cpu":
         _pin_malloc_mmap_threshold(cfg.train.mmap_threshold_kib * 1024)  # costs speed (page faults), so opt-in
     inner = unwrap(model)
+    if cfg.train.lean_activations and not cfg.train.compile:
+        lean_block_ops(inner)
     if cfg.train.gradient_checkpointing:
         inner.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=cfg.train.checkpoint_every)
     if cfg.train.compile:

@@ -1,0 +1,103 @@
+"""Leaner saved activations for Llama-family decoder blocks: RMSNorm and SwiGLU as autograd functions that keep
+less for backward and compute the same forward.
+
+transformers' RMSNorm upcasts its input to fp32 and autograd keeps that fp32 copy (4 B per element) for the
+backward of `pow` and `*`; ours keeps the input as it came (2 B under a bf16 base) and the per-token 1/rms (4 B
+per token), and rebuilds the normalised fp32 values in backward. With a trainable weight (full fine-tuning)
+autograd also keeps the normalised values the weight multiplies (another 4 B per element); ours rebuilds them
+too. The MLP's `silu(gate) * up` keeps gate, silu(gate) and up; ours keeps gate and up and recomputes silu(gate)
+in backward (one elementwise pass). On SmolLM2-135M under bf16 autocast that is 22.5 -> 17.1 KB per token and
+block for LoRA (-24%: ~0.66 GB at 8 x 512 tokens), tests/unit/test_lean_blocks.py.
+
+Forward values are bit-identical to transformers' (the same ops in the same order). SwiGLU's gradients are
+bit-identical too (autograd's own `silu_backward` on the same tensors); RMSNorm's input gradient is the closed
+form r·(g - x̂·mean(g·x̂)) in fp32, equal to autograd's chain rule up to fp32 rounding before the cast back.
+
+Applied per module instance (`lean_block_ops`) to the classes whose forward is exactly the formula above
+(an allowlist: Llama, Mistral, Qwen2, Qwen3; Gemma's (1 + weight) norm and others keep their own forward);
+without gradients (evaluation, generation, a frozen reference) the patched forwards call the original.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+from torch import nn
+
+# config.model_type -> the transformers class prefix whose RMSNorm and MLP compute exactly the formulas above
+LEAN_MODEL_TYPES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
+RMSNORM_CLASSES = {f"{prefix}RMSNorm" for prefix in LEAN_MODEL_TYPES.values()}
+SWIGLU_MLP_CLASSES = {f"{prefix}MLP" for prefix in LEAN_MODEL_TYPES.values()}
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        xf = x.to(torch.float32)  # transformers' ops, in its order: same values bit for bit
+        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return weight * (xf * rstd).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight, rstd = ctx.saved_tensors
+        xhat = x.to(torch.float32) * rstd
+        grad_weight = None
+        if ctx.needs_input_grad[1]:  # as autograd's mul: in grad_out's dtype, summed over every token
+            grad_weight = (grad_out * xhat.to(x.dtype)).reshape(-1, weight.shape[-1]).sum(0).to(weight.dtype)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            g = (grad_out * weight).to(torch.float32)  # dL/d(normalised), rounded as autograd rounds it
+            grad_x = (g - xhat * (g * xhat).mean(-1, keepdim=True)).mul_(rstd).to(x.dtype)
+        return grad_x, grad_weight, None
+
+
+class _SiluMul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(gate, up)
+        return nn.functional.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        gate, up = ctx.saved_tensors
+        grad_gate = torch.ops.aten.silu_backward(grad_out * up, gate) if ctx.needs_input_grad[0] else None
+        grad_up = grad_out * nn.functional.silu(gate) if ctx.needs_input_grad[1] else None
+        return grad_gate, grad_up
+
+
+def _records_graph(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def lean_rmsnorm_forward(norm, hidden_states: torch.Tensor) -> torch.Tensor:
+    if not _records_graph(hidden_states, norm.weight):
+        return type(norm).forward(norm, hidden_states)
+    return _RMSNorm.apply(hidden_states, norm.weight, norm.variance_epsilon)
+
+
+def lean_mlp_forward(mlp, x: torch.Tensor) -> torch.Tensor:
+    gate, up = mlp.gate_proj(x), mlp.up_proj(x)
+    hidden = _SiluMul.apply(gate, up) if _records_graph(gate, up) else mlp.act_fn(gate) * up
+    return mlp.down_proj(hidden)
+
+
+def _is_silu(act) -> bool:
+    return isinstance(act, nn.SiLU) or type(act).__name__ == "SiLUActivation"
+
+
+def lean_block_ops(model: nn.Module) -> int:
+    """Give every allowlisted RMSNorm and SiLU-gated MLP of `model` the lean forward (per instance); returns how
+    many modules changed."""
+    count = 0
+    for module in model.modules():
+        name = type(module).__name__
+        if name in RMSNORM_CLASSES and hasattr(module, "variance_epsilon"):
+            module.forward = types.MethodType(lean_rmsnorm_forward, module)
+        elif name in SWIGLU_MLP_CLASSES and _is_silu(getattr(module, "act_fn", None)):
+            module.forward = types.MethodType(lean_mlp_forward, module)
+        else:
+            continue
+        count += 1
+    return count
