@@ -29,8 +29,9 @@ q/kv attention widths, V vocab, T tokens = batch x seq_len, L blocks, e activati
   4 in fp32. SmolLM2-135M: 22.5 KB per token and block for LoRA, 44.6 KB for full in fp32, 30.6 KB for full
   with mixed precision. With `train.lean_activations` (default; Llama-family blocks, models/lean_blocks.py) each
   norm keeps its input as it came (2eh; full: its fp32 residual, 8h) plus 1/rms per token instead of fp32
-  copies, full no longer keeps the normalised inputs, and the MLP keeps three intermediate-wide tensors (SiLU's
-  output is recomputed): 17.2, 33.8 and 22.7 KB. With gradient checkpointing a recomputed block keeps only its input (eh; 4h for full, whose
+  copies, full no longer keeps the normalised inputs, and the MLP keeps two intermediate-wide tensors (gate and
+  up; SiLU's output and the down projection's input are recomputed; three for QLoRA): 14.1, 27.7 and 19.6 KB.
+  With gradient checkpointing a recomputed block keeps only its input (eh; 4h for full, whose
   residual stream stays fp32) and backward rebuilds one block at a time (counted on top).
 - logits: the LM head at every position in chunks of `ce_chunk_size`, in two buffers reused chunk after chunk
   (objectives/sft.py CEWorkspace): the chunk's logits in the compute dtype and their fp32 copy, in which the
@@ -164,7 +165,7 @@ def activation_bytes_per_token_layer(s: Shape, method: str, r: int = 16, base_dt
 
     Measured with torch's saved-tensor hooks on SmolLM2-shaped blocks (tests/unit/test_estimate.py): LoRA on a
     bf16 base 22.5 KB, full 44.6 KB in fp32 and 30.6 KB with mixed precision per token on SmolLM2-135M; with
-    `train.lean_activations` (Llama-family blocks) 17.2, 33.8 and 22.7 KB.
+    `train.lean_activations` (Llama-family blocks) 14.1, 27.7 and 19.6 KB.
     """
     h, i, q, kv = s.hidden, s.intermediate, s.q_dim, s.kv_dim
     e = activation_element_bytes(method, base_dtype, mixed_precision)
@@ -178,7 +179,9 @@ def activation_bytes_per_token_layer(s: Shape, method: str, r: int = 16, base_dt
         inputs = 8 * h + (8 * h if method == "full" else 0)
     attention = 2 * e * (q + kv) + 4 * s.heads
     adapters = e * r * len(s.linears()) if method in ("lora", "qlora") else 0
-    mlp = (3 if lean else 4) * e * i  # gate out, up out, their product (and silu(gate) unless lean)
+    # gate out, silu(gate), up out, their product; lean keeps gate and up only, and silu(gate)·up too where the
+    # down projection runs inside the lean function (lora, full; not QLoRA's 4-bit base)
+    mlp = ((3 if method == "qlora" else 2) if lean else 4) * e * i
     return float(inputs + outputs * e * h + attention + mlp + adapters)
 
 

@@ -7,17 +7,21 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm
 
 from tunesmith.models.lean_blocks import lean_block_ops, lean_mlp_forward, lean_rmsnorm_forward
 
 
-def _saved_bytes(fn) -> int:
+def _saved_bytes(fn, module: nn.Module | None = None):
+    """fn()'s output and the bytes autograd keeps for its backward, weights (and autocast's copies of them) aside."""
+    weights = {s for p in (module.parameters() if module else ()) for s in (tuple(p.shape), tuple(p.shape)[::-1])}
     storages: dict[int, int] = {}
 
     def pack(t):
-        storages.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if tuple(t.shape) not in weights:
+            storages.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -62,26 +66,86 @@ def test_rmsnorm_same_forward_same_gradients_half_the_saved_bytes(dtype, trainab
     assert saved_ours <= x.numel() * element + tokens * 4 + 96 * 4
 
 
-def test_swiglu_same_forward_bit_identical_gradients_one_tensor_less():
+def _mlp_grads(mlp, forward, x, grad, autocast: bool):
+    leaf = x.clone().requires_grad_()
+    mlp.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out, saved = _saved_bytes(lambda: forward(mlp, leaf), mlp)
+    out.backward(grad)
+    return out.detach(), leaf.grad, {n: p.grad for n, p in mlp.named_parameters() if p.grad is not None}, saved
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_swiglu_with_a_trainable_down_projection_keeps_gate_and_up_only(dtype):
+    """Full fine-tuning's MLP: same output, the same gradients for every weight, two intermediate-wide tensors
+    (silu(gate) and the down projection's input) no longer kept."""
     torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=64, intermediate_size=160, hidden_act="silu")
-    mlp = LlamaMLP(config).to(torch.bfloat16)
-    x = torch.randn(3, 11, 64, dtype=torch.bfloat16)
-    grad = torch.randn(3, 11, 64, dtype=torch.bfloat16)
-
-    def run(forward):
-        leaf = x.clone().requires_grad_()
-        mlp.zero_grad(set_to_none=True)
-        out, saved = _saved_bytes(lambda: forward(mlp, leaf))
-        out.backward(grad)
-        return out.detach(), leaf.grad, {n: p.grad for n, p in mlp.named_parameters()}, saved
-
-    out_hf, gx_hf, gp_hf, saved_hf = run(type(mlp).forward)
-    out_ours, gx_ours, gp_ours, saved_ours = run(lean_mlp_forward)
+    mlp = LlamaMLP(LlamaConfig(hidden_size=64, intermediate_size=160, hidden_act="silu")).to(dtype)
+    x, grad = torch.randn(3, 11, 64, dtype=dtype), torch.randn(3, 11, 64, dtype=dtype)
+    out_hf, gx_hf, gp_hf, saved_hf = _mlp_grads(mlp, type(mlp).forward, x, grad, autocast=False)
+    out_ours, gx_ours, gp_ours, saved_ours = _mlp_grads(mlp, lean_mlp_forward, x, grad, autocast=False)
     assert torch.equal(out_ours, out_hf)
-    assert torch.equal(gx_ours, gx_hf)  # autograd's own silu_backward on the same tensors
-    assert all(torch.equal(gp_ours[n], gp_hf[n]) for n in gp_hf)
-    assert saved_hf - saved_ours == 3 * 11 * 160 * 2  # silu(gate) is no longer kept
+    assert gp_ours.keys() == gp_hf.keys() == {"gate_proj.weight", "up_proj.weight", "down_proj.weight"}
+    tolerance = 1e-6 if dtype == torch.float32 else 5e-3
+    for name in gp_hf:
+        assert _rel(gp_ours[name], gp_hf[name]) < tolerance, name
+    assert _rel(gx_ours, gx_hf) < tolerance
+    assert saved_hf - saved_ours == 2 * 3 * 11 * 160 * x.element_size()
+
+
+def _lora_mlp(dropout: float = 0.0):
+    from peft import LoraConfig, get_peft_model
+
+    from tunesmith.models.fused_lora import fuse_lora_layers
+
+    torch.manual_seed(0)
+    mlp = LlamaMLP(LlamaConfig(hidden_size=64, intermediate_size=160, hidden_act="silu")).to(torch.bfloat16)
+    model = get_peft_model(nn.Sequential(mlp), LoraConfig(r=8, lora_alpha=16, lora_dropout=dropout,
+                                                          target_modules=["gate_proj", "up_proj", "down_proj"]))
+    for p in model.parameters():
+        if p.requires_grad:  # fp32 adapters, B non-zero (at init B = 0 would leave A without a gradient)
+            p.data = torch.randn_like(p.data, dtype=torch.float32) * 0.1
+    fuse_lora_layers(model)
+    return model.base_model.model[0]
+
+
+def test_swiglu_with_lora_on_the_down_projection_under_autocast():
+    """LoRA SFT's MLP (bf16 base, fp32 adapters, bf16 autocast, fused LoRA forward): same output, adapter gradients
+    as autograd's within bf16 rounding, frozen weights untouched, silu(gate) and the down input no longer kept."""
+    mlp = _lora_mlp()
+    torch.manual_seed(1)
+    x, grad = torch.randn(3, 11, 64, dtype=torch.bfloat16), torch.randn(3, 11, 64, dtype=torch.bfloat16)
+    out_hf, gx_hf, gp_hf, saved_hf = _mlp_grads(mlp, type(mlp).forward, x, grad, autocast=True)
+    out_ours, gx_ours, gp_ours, saved_ours = _mlp_grads(mlp, lean_mlp_forward, x, grad, autocast=True)
+    assert torch.equal(out_ours, out_hf)
+    assert len(gp_hf) == 6 and gp_ours.keys() == gp_hf.keys() and all("lora_" in n for n in gp_hf)
+    for name, g in gp_hf.items():
+        assert gp_ours[name].dtype == torch.float32 and g.abs().sum() > 0
+        assert _rel(gp_ours[name], g) < 1e-2, (name, _rel(gp_ours[name], g))
+    assert _rel(gx_ours, gx_hf) < 1e-2
+    assert saved_hf - saved_ours == 2 * 3 * 11 * 160 * 2
+
+
+def test_down_projection_it_cannot_fold_in_keeps_its_own_forward():
+    """LoRA dropout in training (or hooks on the module): the down projection runs its own forward and only
+    silu(gate) is recomputed; the result is still the plain forward's."""
+    from tunesmith.models.lean_blocks import _down_parts
+
+    mlp = _lora_mlp(dropout=0.1)
+    mlp.train()
+    x = torch.randn(2, 5, 64, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _down_parts(mlp.down_proj, x.requires_grad_()) is None
+        torch.manual_seed(3)
+        out_hf = type(mlp).forward(mlp, x)
+        torch.manual_seed(3)
+        out_ours = lean_mlp_forward(mlp, x)
+    assert torch.equal(out_ours, out_hf)
+    mlp.eval()  # dropout off: folds in again, unless the module carries hooks
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _down_parts(mlp.down_proj, x) is not None
+        mlp.down_proj.register_forward_hook(lambda *_: None)
+        assert _down_parts(mlp.down_proj, x) is None
 
 
 def _tiny(model_type_config: dict | None = None) -> LlamaForCausalLM:
@@ -94,6 +158,8 @@ def _tiny(model_type_config: dict | None = None) -> LlamaForCausalLM:
 def test_whole_model_loss_and_gradients_match_under_bf16_autocast_and_eval_is_untouched():
     from peft import LoraConfig, get_peft_model
 
+    from tunesmith.models.fused_lora import fuse_lora_layers
+
     torch.manual_seed(0)
     ids = torch.randint(0, 300, (2, 19))
     plain = get_peft_model(_tiny().to(torch.bfloat16), LoraConfig(r=4, target_modules="all-linear"))
@@ -101,6 +167,7 @@ def test_whole_model_loss_and_gradients_match_under_bf16_autocast_and_eval_is_un
         if p.requires_grad:
             p.data = p.data.float()
             p.data.normal_(0, 0.05)  # B = 0 at init would leave A without gradient
+    fuse_lora_layers(plain)  # as training runs it: the down projection's LoRA folds into the lean MLP
     lean = copy.deepcopy(plain)
     assert lean_block_ops(lean) == 2 * 2 + 1 + 2  # two norms per block, the final norm, one MLP per block
 

@@ -5,13 +5,17 @@ transformers' RMSNorm upcasts its input to fp32 and autograd keeps that fp32 cop
 backward of `pow` and `*`; ours keeps the input as it came (2 B under a bf16 base) and the per-token 1/rms (4 B
 per token), and rebuilds the normalised fp32 values in backward. With a trainable weight (full fine-tuning)
 autograd also keeps the normalised values the weight multiplies (another 4 B per element); ours rebuilds them
-too. The MLP's `silu(gate) * up` keeps gate, silu(gate) and up; ours keeps gate and up and recomputes silu(gate)
-in backward (one elementwise pass). On SmolLM2-135M under bf16 autocast that is 22.5 -> 17.1 KB per token and
-block for LoRA (-24%: ~0.66 GB at 8 x 512 tokens), tests/unit/test_lean_blocks.py.
+too. The MLP's `down(silu(gate) * up)` keeps gate, silu(gate), up and their product h (the input the down
+projection's LoRA A, or its trainable weight, needs for its gradient); ours keeps gate and up and recomputes
+silu(gate) and h in backward (two elementwise passes), with the down projection (plain, or LoRA on the fused
+forward) inside the same autograd function. Where the down projection is something else (QLoRA's 4-bit base,
+peft's own forward) only silu(gate) is recomputed. On SmolLM2-135M under bf16 autocast that is 22.5 -> 14.1 KB
+per token and block for LoRA (-37%: ~1 GB at 8 x 512 tokens), tests/unit/test_lean_blocks.py.
 
-Forward values are bit-identical to transformers' (the same ops in the same order). SwiGLU's gradients are
-bit-identical too (autograd's own `silu_backward` on the same tensors); RMSNorm's input gradient is the closed
-form r·(g - x̂·mean(g·x̂)) in fp32, equal to autograd's chain rule up to fp32 rounding before the cast back.
+Forward values are bit-identical to transformers' (the same ops in the same order). SiLU's gradient is autograd's
+own `silu_backward`; the down projection's gradients are the same matmuls autograd runs (in the compute dtype,
+weight gradients cast to the weights' dtype as autocast's cast does); RMSNorm's input gradient is the closed form
+r·(g - x̂·mean(g·x̂)) in fp32, equal to autograd's chain rule up to fp32 rounding before the cast back.
 
 Applied per module instance (`lean_block_ops`) to the classes whose forward is exactly the formula above
 (an allowlist: Llama, Mistral, Qwen2, Qwen3; Gemma's (1 + weight) norm and others keep their own forward);
@@ -67,6 +71,70 @@ class _SiluMul(torch.autograd.Function):
         return grad_gate, grad_up
 
 
+class _SwiGLUDown(torch.autograd.Function):
+    """down(silu(gate) * up) through a linear weight (frozen or trainable) and optionally a LoRA pair on it
+    (y = h Wᵀ + b + s·(h Aᵀ)Bᵀ, as models/fused_lora.py computes it): keeps gate, up and the rank-r h Aᵀ, and
+    recomputes h = silu(gate)·up in backward, where the weight gradients of A (and of W in full fine-tuning) need it."""
+
+    @staticmethod
+    def forward(ctx, gate, up, weight, bias, lora_a, lora_b, scaling: float):
+        hidden = nn.functional.silu(gate) * up
+        out = nn.functional.linear(hidden, weight, bias)
+        low = None
+        if lora_a is not None:
+            low = nn.functional.linear(hidden, lora_a)
+            out = torch.addmm(out.reshape(-1, out.shape[-1]), low.reshape(-1, low.shape[-1]), lora_b.t(),
+                              alpha=scaling).view(out.shape)
+        ctx.save_for_backward(gate, up, weight, lora_a, lora_b, low)
+        ctx.scaling, ctx.has_bias = scaling, bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        gate, up, weight, lora_a, lora_b, low = ctx.saved_tensors
+        dtype = gate.dtype  # the compute dtype (bf16 under autocast): the forward's matmuls ran in it
+        act = nn.functional.silu(gate)
+        hidden = act * up
+        grad = grad_out.reshape(-1, grad_out.shape[-1])
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        grad_hidden = grad @ weight.to(dtype)
+        grad_w = grad_bias = grad_a = grad_b = None
+        if ctx.needs_input_grad[2]:
+            grad_w = (grad.t() @ flat).to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            grad_bias = grad.sum(0).to(weight.dtype)
+        if lora_a is not None:
+            grad_low = (grad @ lora_b.to(dtype)).mul_(ctx.scaling)
+            grad_hidden.addmm_(grad_low, lora_a.to(dtype))
+            if ctx.needs_input_grad[4]:
+                grad_a = (grad_low.t() @ flat).to(lora_a.dtype)
+            if ctx.needs_input_grad[5]:
+                grad_b = (grad.t() @ low.reshape(-1, low.shape[-1])).mul_(ctx.scaling).to(lora_b.dtype)
+        grad_hidden = grad_hidden.view(hidden.shape)
+        grad_gate = torch.ops.aten.silu_backward(grad_hidden * up, gate) if ctx.needs_input_grad[0] else None
+        grad_up = grad_hidden * act if ctx.needs_input_grad[1] else None
+        return grad_gate, grad_up, grad_w, grad_bias, grad_a, grad_b, None
+
+
+def _down_parts(down: nn.Module, x: torch.Tensor) -> tuple | None:
+    """(weight, bias, lora_a, lora_b, scaling) of a down projection `_SwiGLUDown` computes exactly as its own
+    forward would: a plain nn.Linear, or a peft LoRA layer on the fused forward (models/fused_lora.py) that can take
+    it now; None for anything else (QLoRA's 4-bit base, dropout, several adapters, hooks on the module)."""
+    from tunesmith.models.fused_lora import _fusable, fused_forward
+
+    if down._forward_hooks or down._forward_pre_hooks:
+        return None
+    if type(down) is nn.Linear:
+        return down.weight, down.bias, None, None, 0.0
+    if getattr(down.forward, "__func__", None) is not fused_forward:
+        return None
+    name = _fusable(down, x, {})
+    base = down.base_layer
+    if name is None or base._forward_hooks or base._forward_pre_hooks:
+        return None
+    return base.weight, base.bias, down.lora_A[name].weight, down.lora_B[name].weight, float(down.scaling[name])
+
+
 def _records_graph(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
@@ -79,8 +147,12 @@ def lean_rmsnorm_forward(norm, hidden_states: torch.Tensor) -> torch.Tensor:
 
 def lean_mlp_forward(mlp, x: torch.Tensor) -> torch.Tensor:
     gate, up = mlp.gate_proj(x), mlp.up_proj(x)
-    hidden = _SiluMul.apply(gate, up) if _records_graph(gate, up) else mlp.act_fn(gate) * up
-    return mlp.down_proj(hidden)
+    if not _records_graph(gate, up):
+        return mlp.down_proj(mlp.act_fn(gate) * up)
+    down = _down_parts(mlp.down_proj, gate)
+    if down is None:
+        return mlp.down_proj(_SiluMul.apply(gate, up))
+    return _SwiGLUDown.apply(gate, up, *down)
 
 
 def _is_silu(act) -> bool:
