@@ -41,11 +41,15 @@ def fused_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     name = None if args else _fusable(layer, x, kwargs)
     if name is None:
         return type(layer).forward(layer, x, *args, **kwargs)
-    out = layer.base_layer(x)
-    low = nn.functional.linear(x, layer.lora_A[name].weight)  # (..., r)
-    fused = torch.addmm(out.reshape(-1, out.shape[-1]), low.reshape(-1, low.shape[-1]), layer.lora_B[name].weight.t(),
-                        alpha=layer.scaling[name])
-    return fused.view(out.shape)
+    return add_lora(layer.base_layer(x), x, layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name])[0]
+
+
+def add_lora(out: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
+             scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """out + s·(x Aᵀ)Bᵀ with the second matmul, the scaling and the add as one addmm; also returns x Aᵀ (..., r)."""
+    low = nn.functional.linear(x, lora_a)
+    fused = torch.addmm(out.reshape(-1, out.shape[-1]), low.reshape(-1, low.shape[-1]), lora_b.t(), alpha=scaling)
+    return fused.view(out.shape), low
 
 
 def fuse_lora_layers(model: nn.Module) -> int:

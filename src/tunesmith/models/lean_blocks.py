@@ -29,6 +29,8 @@ import types
 import torch
 from torch import nn
 
+from tunesmith.models.fused_lora import _fusable, add_lora, fused_forward
+
 # config.model_type -> the transformers class prefix whose RMSNorm and MLP compute exactly the formulas above
 LEAN_MODEL_TYPES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
 RMSNORM_CLASSES = {f"{prefix}RMSNorm" for prefix in LEAN_MODEL_TYPES.values()}
@@ -82,9 +84,7 @@ class _SwiGLUDown(torch.autograd.Function):
         out = nn.functional.linear(hidden, weight, bias)
         low = None
         if lora_a is not None:
-            low = nn.functional.linear(hidden, lora_a)
-            out = torch.addmm(out.reshape(-1, out.shape[-1]), low.reshape(-1, low.shape[-1]), lora_b.t(),
-                              alpha=scaling).view(out.shape)
+            out, low = add_lora(out, hidden, lora_a, lora_b, scaling)
         ctx.save_for_backward(gate, up, weight, lora_a, lora_b, low)
         ctx.scaling, ctx.has_bias = scaling, bias is not None
         return out
@@ -120,8 +120,6 @@ def _down_parts(down: nn.Module, x: torch.Tensor) -> tuple | None:
     """(weight, bias, lora_a, lora_b, scaling) of a down projection `_SwiGLUDown` computes exactly as its own
     forward would: a plain nn.Linear, or a peft LoRA layer on the fused forward (models/fused_lora.py) that can take
     it now; None for anything else (QLoRA's 4-bit base, dropout, several adapters, hooks on the module)."""
-    from tunesmith.models.fused_lora import _fusable, fused_forward
-
     if down._forward_hooks or down._forward_pre_hooks:
         return None
     if type(down) is nn.Linear:
