@@ -200,3 +200,46 @@ def test_only_the_llama_family_formula_is_replaced():
     assert lean_block_ops(gemma) == 0  # (1 + weight) norm and a GELU-tanh MLP: its own forward
     gelu = _tiny({"hidden_act": "gelu"})
     assert lean_block_ops(gelu) == 2 * 2 + 1  # the norms only: the MLP is not SiLU-gated
+
+
+def _lean_forwards(model: nn.Module) -> int:
+    return sum(getattr(m.__dict__.get("forward"), "__func__", None) in (lean_rmsnorm_forward, lean_mlp_forward)
+               for m in model.modules())
+
+
+@pytest.mark.parametrize("loader", ["tunesmith", "transformers"])
+def test_lean_ops_survive_train_eval_switches_of_a_loaded_model(tmp_path, loader):
+    """transformers 5 loads models with Hub kernelization on (when `kernels` is installed) and re-kernelizes at every
+    train()/eval() switch, which drops per-instance forwards: the lean norms used to stop after a run's first eval
+    (and a run that precomputed its reference diverged from one that did not). Our loader turns it off, and so does
+    lean_block_ops for a model loaded elsewhere."""
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.config.schema import ModelConfig
+    from tunesmith.models.lean_blocks import _RMSNorm
+    from tunesmith.models.load import load_model
+
+    _tiny().save_pretrained(tmp_path)
+    if loader == "tunesmith":
+        model = load_model(ModelConfig(name_or_path=str(tmp_path), dtype="fp32"))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    model.requires_grad_(True)
+    assert lean_block_ops(model) == 7
+    for mode in (False, True, False, True):  # evaluation during training, then back
+        model.train(mode)
+        assert _lean_forwards(model) == 7, mode
+    assert not getattr(model, "use_kernels", False)
+    calls = []
+    original = _RMSNorm.forward
+
+    def counting(ctx, *args):
+        calls.append(1)
+        return original(ctx, *args)
+
+    _RMSNorm.forward = staticmethod(counting)
+    try:
+        model(input_ids=torch.randint(0, 300, (1, 9)), labels=torch.randint(0, 300, (1, 9))).loss.backward()
+    finally:
+        _RMSNorm.forward = staticmethod(original)
+    assert len(calls) == 5  # every norm took the lean path after the switches

@@ -159,7 +159,10 @@ def _is_silu(act) -> bool:
 
 def lean_block_ops(model: nn.Module) -> int:
     """Give every allowlisted RMSNorm and SiLU-gated MLP of `model` the lean forward (per instance); returns how
-    many modules changed."""
+    many modules changed. Hub kernelization is switched off first: with it on, transformers re-kernelizes on every
+    train()/eval() switch and drops per-instance forwards, so the lean ops would silently stop after the first eval."""
+    if getattr(model, "use_kernels", False):
+        model.use_kernels = False  # transformers' reset: every kernelized layer back to its class forward
     count = 0
     for module in model.modules():
         name = type(module).__name__

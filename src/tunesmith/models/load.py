@@ -159,8 +159,11 @@ def load_model(cfg: ModelConfig, qlora: QLoraConfig | None = None):
 
         extra = load_kwargs(qlora, dtype, device)
     try:
+        # use_kernels=False: transformers (5.x, with the `kernels` package) otherwise re-kernelizes the model on every
+        # train()/eval() switch, which drops per-instance forwards (our lean RMSNorm) and on GPUs swaps in layers
+        # fetched from the Hub at run time; tunesmith's own kernels stay in place and the run stays offline.
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, attn_implementation=cfg.attn_implementation, **extra
+            path, dtype=dtype, attn_implementation=cfg.attn_implementation, use_kernels=False, **extra
         )
     except (OSError, ValueError) as exc:
         raise TunesmithError(f"could not load model from '{path}': {exc}") from exc
