@@ -128,6 +128,48 @@ def test_full_finetuning_changes_every_trainable_tensor(tmp_path, tiny_model_dir
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
 
+def test_mixed_precision_on_an_fp32_base_says_it_does_nothing(tmp_path, tiny_model_dir, capsys):
+    data = write_chat_data(tmp_path / "train.jsonl")
+    fp32 = write_config(tmp_path, tiny_model_dir, data, method={"kind": "full", "mixed_precision": True}, train={"max_steps": 1})
+    main(["train", str(fp32), "--quiet"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert "method.mixed_precision has no effect: the base loaded in fp32 (model.dtype is fp32)" in err
+    bf16 = write_config(tmp_path, tiny_model_dir, data, model={"dtype": "bf16"}, output={"dir": str(tmp_path / "bf16")},
+                        method={"kind": "full", "mixed_precision": True}, train={"max_steps": 1})
+    main(["train", str(bf16), "--quiet"])
+    assert "mixed_precision has no effect" not in capsys.readouterr().err
+
+
+def test_lm_head_buffers_are_freed_when_training_ends(tmp_path, tiny_model_dir, monkeypatch):
+    from tests.e2e.test_align import FACTS, write_align_config, write_pairs
+    from tunesmith import objectives
+    from tunesmith.objectives import logprobs
+
+    built, sizes = [], []
+    real_build = objectives.build_objective
+
+    def build(*args, **kwargs):
+        objective = real_build(*args, **kwargs)
+        built.append(objective)
+        return objective
+
+    monkeypatch.setattr(objectives, "build_objective", build)
+    data = write_chat_data(tmp_path / "train.jsonl")
+    run_training(load_config(write_config(tmp_path, tiny_model_dir, data, train={"max_steps": 2})), show_progress=False)
+    (sft,) = built
+    assert sft.workspace.low is None and sft.workspace.high is None
+    sft.workspace.get(3, 5, torch.float32, torch.device("cpu"))  # released, not broken: allocates again on use
+    assert sft.workspace.low.shape == (3, 5)
+
+    real_get = logprobs.WORKSPACE.get
+    monkeypatch.setattr(logprobs.WORKSPACE, "get", lambda rows, *a: sizes.append(rows) or real_get(rows, *a))
+    pairs = write_pairs(tmp_path / "pairs.jsonl", FACTS[:8])
+    run_training(load_config(write_align_config(tmp_path, tiny_model_dir, pairs, "dpo", train={"max_steps": 2},
+                                                output={"dir": str(tmp_path / "dpo"), "tensorboard": False})),
+                 show_progress=False)
+    assert sizes and logprobs.WORKSPACE.low is None and logprobs.WORKSPACE.high is None  # used by the LoRA head, then freed
+
+
 def test_batch8_accum1_equals_batch1_accum8(tmp_path, tiny_model_dir):
     """Whole runs agree. Adam divides by sqrt(v), which blows fp32 noise on near-zero gradients up to ~lr per
     element, so the lr is small here; the gradient test below checks the normalisation itself tightly."""

@@ -172,6 +172,26 @@ def apply_speed_options(model, cfg: RunConfig, objective) -> None:
             block.compile()  # one graph per block type; the first steps pay the compile time
 
 
+def release_head_buffers(objective) -> None:
+    """Free the LM-head chunk buffers training kept between steps (the objective's and the shared log-prob one), so
+    whatever runs next in this process (generation, scoring) does not carry them."""
+    from tunesmith.objectives.logprobs import WORKSPACE
+
+    WORKSPACE.release()
+    if hasattr(objective, "workspace"):
+        objective.workspace.release()
+
+
+def _warn_ineffective_mixed_precision(cfg: RunConfig, model) -> None:
+    """method.mixed_precision only changes anything on a bf16-loaded base; say so instead of silently training fp32."""
+    from tunesmith.models.adapters import compute_dtype
+
+    if cfg.method.mixed_precision and compute_dtype(model) == torch.float32:
+        why = "bf16 is not native on this device" if cfg.model.dtype == "auto" else "model.dtype is fp32"
+        console.print(f"[yellow]method.mixed_precision has no effect: the base loaded in fp32 ({why}), so full fine-tuning "
+                      "computes in fp32; set model.dtype: bf16 to run it under bf16 autocast anyway")
+
+
 @dataclass
 class RunResult:
     summary: dict
@@ -206,6 +226,7 @@ def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True
     suites, best = in_training.setup(cfg, data.tokenizer, has_eval=bool(data.eval))  # train.eval_suites / best_metric
     console.print(f"data: {data.report.summary()}; {len(data.train)} train / {len(data.eval)} eval examples")
     model, ref = prepare_policy(cfg, objective)
+    _warn_ineffective_mixed_precision(cfg, model)
     if ref is not None and cfg.align.precompute_ref_logps:  # reference log-probs once, cached on disk
         from tunesmith.training.ref_logps import precompute_reference
 
@@ -258,6 +279,7 @@ def run_training(cfg: RunConfig, fresh: bool = False, show_progress: bool = True
             state = train(model, objective, source, optimizer, scheduler, cfg.train, state, writer, hooks, show_progress, ref=ref)
     finally:
         writer.close()
+        release_head_buffers(objective)
     final_dir = out / ("adapter" if hasattr(model, "peft_config") else "model")
     save_with_heads(model, final_dir)  # heads (reward, value) go next to the model folder, never inside
     data.tokenizer.save_pretrained(final_dir)
