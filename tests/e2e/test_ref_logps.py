@@ -49,6 +49,13 @@ def test_precomputed_reference_matches_on_the_fly_and_is_reused(tmp_path, tiny_m
                                 align={"precompute_ref_logps": True, "ref_logps_cache": str(tmp_path / "cache")})
     main(["train", str(config), "--quiet"])
     assert config_calls == [1] and len(list((tmp_path / "cache").glob("ref_logps-*.pt"))) == 3
+    # so is the other batch layout (two rows per pair instead of one shared-prefix row)
+    config = write_align_config(tmp_path, tiny_model_dir, data, "dpo", train={"max_steps": 1},
+                                output={"dir": str(tmp_path / "two-rows"), "tensorboard": False},
+                                align={"precompute_ref_logps": True, "ref_logps_cache": str(tmp_path / "cache"),
+                                       "shared_prefix": False})
+    main(["train", str(config), "--quiet"])
+    assert config_calls == [1, 1] and len(list((tmp_path / "cache").glob("ref_logps-*.pt"))) == 4
 
 
 def test_precompute_with_an_objective_without_pairs_is_a_clean_error(tmp_path, tiny_model_dir, capsys):

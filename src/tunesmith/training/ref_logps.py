@@ -71,6 +71,7 @@ def cache_key(cfg, tokenizer, pairs: list, ref_kind: str, model_hash: str) -> di
         "adapter": _hash_files(cfg.model.adapter),
         "template": hashlib.sha256(f"{cfg.data.template}\n{template}".encode()).hexdigest(),
         "max_length": str(cfg.data.max_length),
+        "shared_prefix": str(cfg.align.shared_prefix),  # another batch layout: the same values only up to float rounding
         "reference": ref_kind,
         "dtype": dtype_name(cfg.model.dtype, resolve_device(cfg.model.device).type),  # 'auto' keyed by what it resolves to
     }
