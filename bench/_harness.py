@@ -57,6 +57,16 @@ def compile_summary(times: list[float], tokens: list[int], compile_s: list[float
             "tokens_per_s_steady": statistics.median(quiet) if quiet else None, "steady_steps": len(quiet)}
 
 
+def unused_path(path: Path) -> Path:
+    """`path`, or `<stem>-2<suffix>`, `-3`, ... when that exists: a second run of the day never overwrites a
+    committed result file."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
 def _slug(text: str, n: int = 24) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n]
 

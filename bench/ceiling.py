@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import sft_vs_trl as bench  # noqa: E402
-from _harness import machine  # noqa: E402
+from _harness import machine, unused_path  # noqa: E402
 
 
 def layer_matmul_rate(shape, dtype: str, tokens: int = 2048, seconds: float = 0.5) -> float:
@@ -128,7 +128,7 @@ def main() -> None:
                                               if isinstance(v, (int, float))}
     record = {"date": dt.date.today().isoformat(), "machine": info, "dtype": dtype,
               "matmul_flops_per_s": rate, "jobs": jobs}
-    out = args.results / f"{record['date']}-{info['slug']}-ceiling.json"
+    out = unused_path(args.results / f"{record['date']}-{info['slug']}-ceiling.json")
     out.write_text(json.dumps(record, indent=1))
     print(f"matmul rate on the model's layers ({dtype}): {rate / 1e9:.1f} GFLOP/s; written {out}\n")
     print("| job | least GFLOP per real token | ceiling (real tokens/s) | peer measured | ceiling / peer | "

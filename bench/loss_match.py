@@ -185,7 +185,9 @@ def main() -> None:
                    args.method, args.lr)
     result["date"] = dt.date.today().isoformat()
     args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / f"{result['date']}-loss-match-{args.method}.json"
+    from _harness import unused_path
+
+    out = unused_path(args.results / f"{result['date']}-loss-match-{args.method}.json")
     out.write_text(json.dumps(result, indent=1))
     print(f"{'step':>4} {'tunesmith':>12} {'trl':>12} {'abs diff':>10}")
     for i, (x, y) in enumerate(zip(result["tunesmith"]["losses"], result["trl"]["losses"]), 1):

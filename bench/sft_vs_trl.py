@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE))
 # bench/ is put on the path first; some names are re-exported for tests and older callers (sft_vs_trl.markers, ...)
 from _harness import (  # noqa: E402, F401
     COMPILE_TIMERS, MARK_END, MARK_START, _peak_rss_mb, _summarise, compile_seconds, compile_summary, estimate_lines,
-    machine, markers, spawn, summarise, update_readme)
+    machine, markers, spawn, summarise, unused_path, update_readme)
 from _estimate_check import check_estimate  # noqa: E402
 
 JOB = {"batch": 8, "max_length": 512, "r": 16, "alpha": 32, "lr": 2e-4, "seed": 0}
@@ -434,7 +434,7 @@ def main() -> None:
     record["estimate_check"] = check_estimate(args, runs, JOB, JOBS, VARIANTS)
     args.results.mkdir(parents=True, exist_ok=True)
     suffix = ("" if args.job == "lora" else f"-{args.job}") + (f"-{tag}" if tag else "") + (f"-{args.label}" if args.label else "")
-    out = args.results / f"{record['date']}-{info['slug']}{suffix}.json"
+    out = unused_path(args.results / f"{record['date']}-{info['slug']}{suffix}.json")
     out.write_text(json.dumps(record, indent=1))
     if not args.no_readme:
         update_readme(HERE / "README.md", record, f"results/{out.name}")

@@ -207,3 +207,15 @@ def test_ceiling_counts_the_least_work_of_each_job(bench):
     dpo = ceiling.job_work([PairExample(row, rejected, prompt_len=2)], shape, {"objective": "dpo", "method": "lora"}, r=2)
     # merged row 5 + 2 = 7 tokens; attention 15 + 2*2 + 3 = 22 pairs; 3 + 2 supervised
     assert dpo["real_tokens"] == 9 and dpo["flops"] == 7 * (3 * 320 + 3 * 272) + 5 * 3 * 80 + 22 * 4 * 16
+
+
+def test_a_second_results_file_of_the_day_never_overwrites_the_first(bench, tmp_path):
+    from _harness import unused_path  # importable: the bench fixture loaded sft_vs_trl, which imports it
+
+    first = tmp_path / "2026-12-07-box.json"
+    assert unused_path(first) == first
+    first.write_text("{}")
+    second = unused_path(first)
+    assert second.name == "2026-12-07-box-2.json"
+    second.write_text("{}")
+    assert unused_path(first).name == "2026-12-07-box-3.json" and first.read_text() == "{}"
