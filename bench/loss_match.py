@@ -34,6 +34,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _harness import unused_path  # noqa: E402
+
 TOLERANCE = {"loss_abs": 1e-4, "loss_rel": 1e-4}  # what `--check` asserts (per step, both must hold)
 
 
@@ -185,8 +187,6 @@ def main() -> None:
                    args.method, args.lr)
     result["date"] = dt.date.today().isoformat()
     args.results.mkdir(parents=True, exist_ok=True)
-    from _harness import unused_path
-
     out = unused_path(args.results / f"{result['date']}-loss-match-{args.method}.json")
     out.write_text(json.dumps(result, indent=1))
     print(f"{'step':>4} {'tunesmith':>12} {'trl':>12} {'abs diff':>10}")
